@@ -14,6 +14,7 @@ import zipfile
 
 import pytest
 import torch
+import torchvision.transforms.functional as TF
 from PIL import Image
 
 import cyclegan
@@ -505,3 +506,220 @@ def test_impossible_settings_are_refused_before_any_work(tmp_path, capsys, monke
     error = fails_with(["--data", "data", *TINY, *flags], capsys)
     assert message in error and error.count("\n") == 1
     assert not os.path.exists("runs")
+
+
+# --- download_data.sh, against a server on 127.0.0.1 -----------------------------------------
+
+SUMMER2WINTER_SIZE = 132_640_856
+
+
+class ZipServer:
+    """Serves {name: bytes} as /NAME.zip; a name in `cut_short` announces its full length but
+    sends only half, like a dropped connection. Counts the requests."""
+
+    def __init__(self, files, cut_short=()):
+        self.requests = 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests += 1
+                name = self.path.strip("/").removesuffix(".zip")
+                if name not in files:
+                    self.send_error(404)
+                    return
+                body = files[name]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if name in cut_short else body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def dataset_zip(name, counts=(3, 2, 1, 1)):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for folder, count in zip(("trainA", "trainB", "testA", "testB"), counts):
+            for i in range(count):
+                image = io.BytesIO()
+                Image.new("RGB", (8, 8), (i * 40, 90, 200)).save(image, "JPEG")
+                archive.writestr(f"{name}/{folder}/{i}.jpg", image.getvalue())
+    return buffer.getvalue()
+
+
+def run_download(tmp_path, server, *args):
+    environment = {**os.environ, "CYCLEGAN_DATA_URL": server.url}
+    return subprocess.run(["bash", os.path.join(HERE, "download_data.sh"), *args], cwd=tmp_path,
+                          env=environment, capture_output=True, text=True, timeout=120)
+
+
+def leftovers(tmp_path):
+    """Everything in datasets/ apart from complete datasets: temporary folders, zips."""
+    folder = tmp_path / "datasets"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+@pytest.fixture
+def zip_server():
+    servers = []
+
+    def start(files, cut_short=()):
+        servers.append(ZipServer(files, cut_short))
+        return servers[-1]
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_download_succeeds_then_second_run_does_nothing(tmp_path, zip_server):
+    server = zip_server({"horse2zebra": dataset_zip("horse2zebra")})
+    result = run_download(tmp_path, server, "horse2zebra")
+    assert result.returncode == 0, result.stderr
+    assert "trainA: 3 images" in result.stdout and "testB: 1 images" in result.stdout
+    assert sorted(os.listdir(tmp_path / "datasets/horse2zebra/trainA")) == ["0.jpg", "1.jpg", "2.jpg"]
+    assert leftovers(tmp_path) == ["horse2zebra"]
+    args = tiny_args(data=str(tmp_path / "datasets/horse2zebra"))
+    assert len(cyclegan.load_dataset(args)[0]) == 3  # the loader reads what the script unpacked
+    again = run_download(tmp_path, server, "horse2zebra")
+    assert again.returncode == 0 and "already there, nothing to do" in again.stdout
+    assert server.requests == 1
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "download of"), ("cut_short", "download of"), ("half_zip", "not a valid zip"),
+    ("corrupt", "not a valid zip")])
+def test_failed_downloads_leave_nothing_behind(tmp_path, zip_server, case, message):
+    good = dataset_zip("apple2orange")
+    files = {"cut_short": good, "half_zip": good[: len(good) // 2],
+             "corrupt": bytes(range(256)) * 20}
+    server = zip_server({"apple2orange": files[case]} if case in files else {},
+                        cut_short=("apple2orange",) if case == "cut_short" else ())
+    result = run_download(tmp_path, server, "apple2orange")
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert leftovers(tmp_path) == []
+
+
+def test_summer2winter_must_match_its_size_and_checksum(tmp_path, zip_server):
+    wrong_size = dataset_zip("summer2winter_yosemite")
+    server = zip_server({"summer2winter_yosemite": wrong_size})
+    result = run_download(tmp_path, server, "summer2winter")  # the short name works too
+    assert result.returncode != 0 and f"expected {SUMMER2WINTER_SIZE}" in result.stderr
+    assert leftovers(tmp_path) == []
+    # a valid zip of exactly the right size, but not the real one: the SHA-256 catches it
+    right_size = padded_zip("summer2winter_yosemite", SUMMER2WINTER_SIZE)
+    server = zip_server({"summer2winter_yosemite": right_size})
+    result = run_download(tmp_path, server)  # and it is the default
+    assert result.returncode != 0 and "SHA-256" in result.stderr and "expected 167fe17" in result.stderr
+    assert leftovers(tmp_path) == []
+
+
+def padded_zip(name, target):
+    """A valid dataset zip of exactly `target` bytes (a stored file of zeros fills it up)."""
+    padding = target - 400
+    for _ in range(3):  # the zip's own headers take a few hundred bytes: adjust and write again
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr(f"{name}/trainA/0.jpg", b"not really an image")
+            archive.writestr(f"{name}/padding.bin", b"\0" * padding)
+        padding += target - len(buffer.getvalue())
+    assert len(buffer.getvalue()) == target
+    return buffer.getvalue()
+
+
+def test_unknown_dataset_lists_the_valid_names(tmp_path, zip_server):
+    result = run_download(tmp_path, zip_server({}), "summer2autumn")
+    assert result.returncode != 0
+    assert "unknown dataset 'summer2autumn'" in result.stderr and "horse2zebra" in result.stderr
+    assert leftovers(tmp_path) == []
+
+
+# --- it learns, and what it learned can be used -----------------------------------------------
+
+# A short run on the demo landscapes: 400 iterations at 32px with small networks. The learning
+# rate is raised from 2e-4 to 5e-4 because the run is 400 iterations long, not 246,000.
+DEMO_RUN = ["--data", "demo", "--image-size", "32", "--ngf", "16", "--ndf", "16", "--n-blocks", "2",
+            "--epochs", "1", "--decay-epochs", "1", "--lr", "5e-4", "--sample-every", "1000"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_cyclegan_learns_the_demo_translation(tmp_path, capsys, monkeypatch, precision):
+    """G(x) must come close to the true winter twin of x, which no unpaired image showed it.
+    Doing nothing scores ~0.64; a run that ignores the content (for example without the cycle
+    loss, --lambda-cycle 0) scores ~0.26-0.31, failing the 0.35 x identity bar below."""
+    monkeypatch.chdir(tmp_path)
+    model = cyclegan.main([*DEMO_RUN, "--precision", precision])
+    printed = capsys.readouterr().out
+    chosen = "bf16" if precision == "auto" and cyclegan.cpu_has_native_bf16() else "fp32"
+    assert f"precision {chosen}" in printed
+    errors = cyclegan.demo_translation_errors(model, 32, cyclegan.Precision(chosen, torch.device("cpu")))
+    print(precision, errors)
+    assert errors["identity"] > 0.6
+    assert errors["XtoY"] < 0.35 * errors["identity"], errors
+    assert errors["YtoX"] < 0.35 * errors["identity"], errors
+
+
+def test_translate_keeps_each_image_size(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_dataset(tmp_path / "data")
+    run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys)
+    write_image("photos/odd.jpg", size=(301, 217))
+    write_image("photos/more/a.png", "RGBA", size=(64, 48))
+    write_image("photos/more/b.png", "L", size=(64, 48))
+    printed = run_main(["--data", "data", "--translate", "photos/odd.jpg", "photos/more",
+                        "--direction", "YtoX", "--out", "translated"], capsys).out
+    assert "done: translated 3 images YtoX with runs/data/checkpoint.pt" in printed
+    assert Image.open("translated/odd_YtoX.png").size == (301, 217)
+    assert Image.open("translated/a_YtoX.png").size == (64, 48)
+    assert Image.open("translated/b_YtoX.png").mode == "RGB"
+    # the output is the generator's, not a copy of the input
+    state = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
+    model = cyclegan.CycleGAN(4, 4, 1)
+    model.load_state_dict(state["model"])
+    image = cyclegan.load_image("photos/more/a.png").float()[None] / 127.5 - 1
+    with torch.no_grad(), cyclegan.Precision(
+            cyclegan.choose_precision("auto", "cpu", cyclegan.cpu_has_native_bf16()),
+            torch.device("cpu")).autocast():
+        expected = (cyclegan.translate_batch(model.G_YtoX, image).float()[0] + 1) * 127.5
+    written = TF.pil_to_tensor(Image.open("translated/a_YtoX.png"))
+    assert (written.float() - expected).abs().max() <= 1.01
+    error = fails_with(["--translate", "photos", "--checkpoint", "nowhere.pt"], capsys)
+    assert "no checkpoint at nowhere.pt" in error
+
+
+def test_pasted_into_a_jupyter_kernel(tmp_path):
+    """As a Colab user does it: the whole file in one cell, then training and translating."""
+    if not importable("nbclient") or not importable("ipykernel"):
+        pytest.skip("nbclient and ipykernel are not installed (CI installs them)")
+    import nbformat
+    from nbclient import NotebookClient
+    source = open(os.path.join(HERE, "cyclegan.py")).read()
+    write_image(str(tmp_path / "photo.jpg"), size=(50, 38))
+    cells = [source,
+             'model = main(["--data", "demo", "--image-size", "32", "--ngf", "4", "--ndf", "4", '
+             '"--n-blocks", "1", "--max-iters", "3"])',
+             'main(["--data", "demo", "--translate", "photo.jpg"])']
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = ["".join(o.get("text", "") for o in cell.outputs) for cell in notebook.cells]
+    assert 'main(["--data", "summer2winter"])' in outputs[0] and "done:" not in outputs[0]
+    assert outputs[1].strip().splitlines()[-1].startswith("done: 3 iterations")
+    assert "translated 1 images XtoY" in outputs[2]
+    assert Image.open(tmp_path / "translated" / "photo_XtoY.png").size == (50, 38)
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = open(os.path.join(HERE, "README.md")).read()
+    ci = open(os.path.join(HERE, ".ci", "run")).read()
+    command = readme.split("Run the tests")[1].split("\n\n")[1].strip()
+    assert command.endswith("python -m pytest -q") and command in ci.splitlines()
