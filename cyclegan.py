@@ -545,21 +545,20 @@ def train_step(model, real_X, real_Y, optimizers, pools, precision, args):
 
 
 def choose_device(name):
+    """'auto' takes the first of cuda, mps and cpu that this machine has."""
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": torch.backends.mps.is_available()}
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+        name = next(kind for kind in ("cuda", "mps", "cpu") if available[kind])
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise CycleGANError(f"--device {name}: unknown; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CycleGANError(f"--device {name}: this machine has no CUDA GPU that torch can use")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise CycleGANError(f"--device {name}: MPS (Apple GPU) is not available here")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise CycleGANError(f"--device {name}: unsupported; use auto, cpu, cuda, cuda:N or mps")
+        device = None
+    if device is None or device.type not in available:
+        raise CycleGANError(f"--device {name}: unknown; use auto, cpu, cuda, cuda:N or mps")
+    if not available[device.type] or (device.type == "cuda" and
+                                      (device.index or 0) >= torch.cuda.device_count()):
+        raise CycleGANError(f"--device {name}: this machine has no such device that torch can use")
     return device
 
 
@@ -660,24 +659,18 @@ def plot_losses(csv_path, png_path):
     """losses.csv -> losses.png, when matplotlib is installed (it is on Colab); else nothing."""
     try:
         import matplotlib
-        matplotlib.use("Agg")
+        matplotlib.use("Agg")  # draw into files, also where there is no screen
         import matplotlib.pyplot as plt
     except ImportError:
         return
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
-    figure, axes = plt.subplots(1, 3, figsize=(13, 3.5))
-    x = [int(row["iteration"]) for row in rows]
-    for ax, names in zip(axes, (LOSS_NAMES[:2], LOSS_NAMES[2:4], LOSS_NAMES[4:])):
-        for name in names:
-            ax.plot(x, [float(row[name]) for row in rows], label=name)
-        ax.set_xlabel("iteration")
-        ax.legend()
-    axes[0].set_title("discriminators")
-    axes[1].set_title("generators (adversarial)")
-    axes[2].set_title("cycle and identity (weighted)")
-    figure.tight_layout()
-    figure.savefig(png_path, dpi=80)
+    figure, ax = plt.subplots(figsize=(9, 4))
+    for name in LOSS_NAMES:
+        ax.plot([int(r["iteration"]) for r in rows], [float(r[name]) for r in rows], label=name)
+    ax.set(xlabel="iteration", ylabel="loss (weighted, as optimised)", yscale="log")
+    ax.legend(ncol=4, fontsize="small")
+    figure.savefig(png_path, dpi=80, bbox_inches="tight")
     plt.close(figure)
 
 
@@ -693,6 +686,7 @@ def peak_memory():
 
 
 def train(args, parser):
+    """Trains (or resumes) a run in the run folder. Returns the CycleGAN module."""
     device = choose_device(args.device)
     run_folder = args.out or default_run_folder(args.data)
     checkpoint_path = os.path.join(run_folder, "checkpoint.pt")
@@ -700,15 +694,17 @@ def train(args, parser):
     if args.resume:
         checkpoint = load_checkpoint(checkpoint_path)
         apply_checkpoint_settings(args, checkpoint["settings"], parser)
-    elif os.path.exists(checkpoint_path):
+    elif os.path.exists(checkpoint_path):  # never overwrite someone's run by accident
         raise CycleGANError(f"{checkpoint_path} already exists: add --resume to continue that run, "
                             "or pass another --out for a new one")
     precision = Precision(choose_precision(args.precision, device.type, device_has_bf16(device)),
                           device)
     print(f"device {device}, precision {precision.name}, run folder {run_folder}")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
-    data, test_X, test_Y = load_dataset(args)  # before any file is written: bad data leaves nothing
+    # The inputs never change size, so cuDNN may time its kernels once and keep the fastest.
+    torch.backends.cudnn.benchmark = True
+    # The data is read before anything is written, so a bad dataset leaves no run folder behind.
+    # On a GPU the uint8 images live there too: no copy from the host per step.
+    data, test_X, test_Y = load_dataset(args)
     data.images_X, data.images_Y = data.images_X.to(device), data.images_Y.to(device)
     test_X, test_Y = test_X.to(device), test_Y.to(device)
     os.makedirs(os.path.join(run_folder, "samples"), exist_ok=True)
@@ -721,24 +717,26 @@ def train(args, parser):
     schedule = lambda epoch: lr_factor(epoch, args.epochs, args.decay_epochs)  # noqa: E731
     schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
     pools = (ImagePool(args.pool_size, args.seed + 2), ImagePool(args.pool_size, args.seed + 3))
-    epoch = batch_index = iteration = 0  # batch_index counts batches done in the current epoch
+    # Where the run stands: `batch_index` counts the batches done in the current epoch.
+    epoch = batch_index = iteration = 0
+
+    # The checkpoint holds everything that decides the rest of the run: the networks, Adam's
+    # moments, the schedule, the pools' contents, the random generators, and the position in
+    # the epoch (whose order is rebuilt from the seed). Restored, the run continues bit for bit.
+    stateful = {"model": model, "optimizer_G": optimizers[0], "optimizer_D": optimizers[1],
+                "scheduler_G": schedulers[0], "scheduler_D": schedulers[1]}
 
     def checkpoint_state():
-        settings = {key: getattr(args, key) for key in RUN_SETTINGS}
-        return {"settings": {**settings, "data": args.data}, "model": model.state_dict(),
-                "optimizers": [opt.state_dict() for opt in optimizers],
-                "schedulers": [sched.state_dict() for sched in schedulers],
-                "scaler": precision.scaler.state_dict(),
-                "pools": [pool.state_dict() for pool in pools],
+        return {**{name: part.state_dict() for name, part in stateful.items()},
+                "settings": {**{key: getattr(args, key) for key in RUN_SETTINGS}, "data": args.data},
+                "scaler": precision.scaler.state_dict(), "pools": [p.state_dict() for p in pools],
                 "epoch": epoch, "batch_index": batch_index, "iteration": iteration,
                 "rng": {"torch": torch.get_rng_state(), "augment": data.augment_rng.get_state()}}
 
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        for target, key in ((optimizers, "optimizers"), (schedulers, "schedulers")):
-            for obj, state in zip(target, checkpoint[key]):
-                obj.load_state_dict(state)
-        if checkpoint["scaler"] and precision.name == "fp16":
+        for name, part in stateful.items():
+            part.load_state_dict(checkpoint[name])
+        if checkpoint["scaler"] and precision.scaler.is_enabled():
             precision.scaler.load_state_dict(checkpoint["scaler"])
         for pool, state in zip(pools, checkpoint["pools"]):
             pool.load_state_dict(state, device)
@@ -749,42 +747,44 @@ def train(args, parser):
         print(f"resumed from {checkpoint_path} at iteration {iteration} (epoch {epoch + 1})")
 
     csv_path = os.path.join(run_folder, "losses.csv")
-    keep_csv_rows_up_to(csv_path, iteration)  # drop rows logged after the checkpoint we resume
+    if checkpoint is None:  # a resumed run appends to its losses.csv
+        with open(csv_path, "w", newline="") as f:
+            csv.writer(f).writerow(["iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it"])
     batches_per_epoch = math.ceil(len(data) / args.batch_size)
     total_epochs = args.epochs + args.decay_epochs
     last_iteration = min(total_epochs * batches_per_epoch, args.max_iters or math.inf)
     print(f"{len(data.images_X)} images in X, {len(data.images_Y)} in Y: {batches_per_epoch} "
           f"iterations per epoch, {total_epochs} epochs, stopping at iteration {last_iteration}")
 
-    # Loss values stay on the device and are summed there: reading them (.item()) would make the
-    # CPU wait for the GPU every step. They are read only when printed or saved.
+    # Loss values stay on the device and are summed there: reading one (.item()) would make the
+    # CPU wait for the GPU at every step. They are read only to print them or before a save.
     loss_sum, losses_summed = torch.zeros(len(LOSS_NAMES), device=device), 0
     step_times, saved_at, start = [], iteration, time.perf_counter()
 
-    def check_finite():
+    def save():
+        # A NaN would poison every later step; stop instead, and keep the last good checkpoint.
+        nonlocal saved_at
         if not torch.isfinite(loss_sum).all():
             raise CycleGANError(
                 f"a loss became non-finite (NaN or inf) before iteration {iteration}; stopped "
                 f"without saving, {checkpoint_path} keeps the last good state. Try a lower --lr "
                 "or --precision fp32")
-
-    def save():
-        nonlocal saved_at
-        check_finite()
         save_checkpoint(checkpoint_path, checkpoint_state())
         saved_at = iteration
 
+    # Ctrl-C (or a notebook's stop button) only asks to stop: the iteration under way finishes,
+    # the run is saved, and the command to resume is printed. A second Ctrl-C stops at once.
     stop_requested = []
 
-    def request_stop(signum, frame):  # Ctrl-C, or the stop button in a notebook
+    def request_stop(signum, frame):
         if stop_requested:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once (the checkpoint stays whole)
+            raise KeyboardInterrupt
         stop_requested.append(signum)
         print("\nstopping after this iteration; Ctrl-C again to stop at once", flush=True)
 
     try:
         previous_handler = signal.signal(signal.SIGINT, request_stop)
-    except ValueError:  # not the main thread: leave Ctrl-C alone
+    except ValueError:  # signal handlers can only be set from the main thread
         previous_handler = None
     try:
         while iteration < last_iteration and not stop_requested:
@@ -798,9 +798,10 @@ def train(args, parser):
                 batch_index, iteration = batch_index + 1, iteration + 1
                 step_times.append(time.perf_counter() - step_start)
                 if iteration % args.log_every == 0 or iteration == 1:
-                    check_finite()
                     log_progress(csv_path, epoch, iteration, last_iteration, loss_sum / losses_summed,
                                  optimizers[0].param_groups[0]["lr"], step_times)
+                    if not torch.isfinite(loss_sum).all():
+                        save()  # refuses, with the message above
                     loss_sum.zero_()
                     losses_summed = 0
                 if iteration % args.sample_every == 0:
@@ -810,7 +811,7 @@ def train(args, parser):
                     save()
                 if stop_requested:
                     break
-            if batch_index == batches_per_epoch:  # the epoch is complete
+            if batch_index == batches_per_epoch:  # the epoch is complete: next learning rate
                 for scheduler in schedulers:
                     scheduler.step()
                 epoch, batch_index = epoch + 1, 0
@@ -821,8 +822,7 @@ def train(args, parser):
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
 
-    if os.path.exists(csv_path):
-        plot_losses(csv_path, os.path.join(run_folder, "losses.png"))
+    plot_losses(csv_path, os.path.join(run_folder, "losses.png"))
     if step_times:
         save_sample_grid(model, test_X, test_Y, os.path.join(run_folder, "samples", "last.png"),
                          precision)
@@ -835,23 +835,13 @@ def train(args, parser):
     if stop_requested:
         print(f"interrupted at iteration {iteration}, saved {checkpoint_path}; resume with:\n"
               f"  python cyclegan.py --data {args.data} --out {run_folder} --resume")
+    # The first iterations are slower (memory allocation, kernel selection): the median after
+    # them is the speed a long run will have.
     steady = step_times[5:] or step_times or [0.0]
     print(f"done: {len(step_times)} iterations in {time.perf_counter() - start:.1f} s, "
           f"{statistics.median(steady):.3f} s/it (median after the first 5), "
           f"peak memory {peak_memory()}")
     return model
-
-
-def keep_csv_rows_up_to(csv_path, iteration):
-    """losses.csv gets one row per log line; keep only those up to `iteration` (0: start anew)."""
-    rows = []
-    if iteration > 0 and os.path.exists(csv_path):
-        with open(csv_path, newline="") as f:
-            rows = [row for row in csv.DictReader(f) if int(row["iteration"]) <= iteration]
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, ["iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it"])
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def log_progress(csv_path, epoch, iteration, last_iteration, mean_losses, lr, step_times):

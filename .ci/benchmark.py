@@ -1,0 +1,71 @@
+"""Speed benchmark for README.md's table (not a test: run it by hand, on an idle machine).
+
+    python .ci/benchmark.py [--iters 30] [--image-size 128]
+
+For each precision it runs the real command line on a folder of generated images and reads its
+`done:` line, then times the bare step (train_step on tensors already in memory, nothing else)
+in the same configuration, and prints the loop's overhead as the ratio of the two.
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+import torch  # noqa: E402
+
+import cyclegan  # noqa: E402
+from test_cyclegan import make_dataset  # noqa: E402
+
+
+def bare_step_seconds(precision_name, image_size, iters):
+    """Median seconds of train_step (4 networks forward + backward, both Adam steps, the pools)."""
+    args = cyclegan.build_arg_parser().parse_args(["--image-size", str(image_size)])
+    cyclegan.check_settings(args)
+    torch.manual_seed(0)
+    model = cyclegan.CycleGAN()
+    adam = lambda params: torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))  # noqa: E731
+    optimizers = (adam([*model.G_XtoY.parameters(), *model.G_YtoX.parameters()]),
+                  adam([*model.D_X.parameters(), *model.D_Y.parameters()]))
+    pools = (cyclegan.ImagePool(50, 1), cyclegan.ImagePool(50, 2))
+    precision = cyclegan.Precision(precision_name, torch.device("cpu"))
+    real_X = torch.rand(1, 3, image_size, image_size) * 2 - 1
+    real_Y = torch.rand(1, 3, image_size, image_size) * 2 - 1
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        cyclegan.train_step(model, real_X, real_Y, optimizers, pools, precision, args)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[5:])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("--image-size", type=int, default=128)
+    options = parser.parse_args()
+    default = cyclegan.choose_precision("auto", "cpu", cyclegan.cpu_has_native_bf16())
+    with tempfile.TemporaryDirectory() as folder:
+        make_dataset(os.path.join(folder, "data"), n_x=20, n_y=20, n_test=4)
+        for flag, name in (("fp32", "fp32"), ("auto", default)):
+            command = [sys.executable, os.path.join(ROOT, "cyclegan.py"), "--data", "data",
+                       "--image-size", str(options.image_size), "--max-iters", str(options.iters),
+                       "--precision", flag, "--out", f"run_{flag}", "--device", "cpu"]
+            result = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=True)
+            done = result.stdout.strip().splitlines()[-1]
+            loop = float(re.search(r"([\d.]+) s/it", done).group(1))
+            bare = bare_step_seconds(name, options.image_size, options.iters)
+            print(f"--precision {flag} ({name}): {done}")
+            print(f"    bare step {bare:.3f} s/it, loop overhead {loop / bare:.3f}x", flush=True)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"cpu capability {torch.backends.cpu.get_cpu_capability()}")
+
+
+if __name__ == "__main__":
+    main()
