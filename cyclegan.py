@@ -22,8 +22,8 @@ The full objective, with least-squares adversarial losses (paper section 4, "LSG
 How to run it.
     bash download_data.sh summer2winter_yosemite       # 126 MB into datasets/
     python cyclegan.py --data summer2winter             # train (a GPU is found by itself)
-    python cyclegan.py --data demo --image-size 32 --ngf 16 --ndf 16 --n-blocks 2 --epochs 3 \\
-        --decay-epochs 2                                # a toy task that learns in minutes on a CPU
+    python cyclegan.py --data demo --image-size 32 --ngf 16 --ndf 16 --n-blocks 2 --epochs 1 \\
+        --decay-epochs 1 --lr 5e-4                      # a toy task that learns in a minute on a CPU
     python cyclegan.py --translate photo.jpg --direction XtoY    # use a trained model
 In Colab or Jupyter, paste this whole file into one cell and run it: it defines everything and
 prints how to start; then call main(["--data", "summer2winter"]) from the next cell.
@@ -46,31 +46,43 @@ import torchvision.utils as vutils
 from PIL import Image, ImageDraw
 
 # --- 1. Settings ------------------------------------------------------------------------------
-# Every default comes from the paper or its official PyTorch code, at the 128px size that the
-# summer2winter tutorials use (the official code trains at 256px from 286px; 143/128 keeps the ratio).
+# Every default comes from the paper (section 4 and appendix 7) or its official PyTorch code. The
+# command-line flags are the one place where they are set, each with a line of help.
 
 
 def build_arg_parser():
     p = argparse.ArgumentParser(
         description="Train CycleGAN (Zhu et al. 2017) or translate images with a trained one.")
     a = p.add_argument
+    # Data. The official code trains on 256px crops of images resized to 286px; the summer2winter
+    # tutorials use 128px, and 143/128 keeps the official ratio. Random crops and horizontal flips
+    # are the only augmentation.
     a("--data", default="summer2winter",
       help="'summer2winter' (datasets/summer2winter_yosemite), 'demo' (built in), or a folder path")
     a("--image-size", type=int, default=128, help="training crop size in pixels (multiple of 4)")
     a("--load-size", type=int, default=None,
       help="images are resized to this before the random crop (default: image-size * 143/128)")
+    # Optimisation. Batch size 1 and Adam(2e-4, betas 0.5/0.999), as in the paper; the low beta1
+    # (the default is 0.9) keeps the momentum short, which GANs need (Radford et al. 2015).
+    # 100 epochs at the full rate, then 100 in which it falls linearly towards zero.
     a("--batch-size", type=int, default=1, help="images per step; the paper uses 1")
     a("--epochs", type=int, default=100, help="epochs at the constant learning rate")
     a("--decay-epochs", type=int, default=100, help="further epochs with the rate falling to zero")
     a("--max-iters", type=int, default=None, help="stop after this many iterations in total")
     a("--lr", type=float, default=2e-4, help="Adam learning rate (betas 0.5, 0.999)")
+    # The objective's weights: lambda = 10 for the cycle loss, and 0.5 * lambda for the identity
+    # loss, which the paper used for paintings<->photos. Whether its own summer2winter run used
+    # it is not stated; the official code turns it on by default, and so do we.
     a("--lambda-cycle", type=float, default=10.0, help="weight of the cycle-consistency loss")
     a("--lambda-identity", type=float, default=0.5,
       help="identity loss weight, as a fraction of lambda-cycle (0 turns it off)")
     a("--pool-size", type=int, default=50, help="fakes remembered for the discriminators (0: none)")
+    # Network sizes: 64 filters in the first layer of each network; 6 residual blocks for
+    # 128px images (the paper uses 9 at 256px and above). Smaller values make quick CPU toys.
     a("--ngf", type=int, default=64, help="generator width: filters in its first layer")
     a("--ndf", type=int, default=64, help="discriminator width: filters in its first layer")
     a("--n-blocks", type=int, default=6, help="residual blocks in the generator (6 at 128px)")
+    # Running: where results go, how often to report and save, and on what hardware.
     a("--seed", type=int, default=0, help="random seed: same seed, same run (on one device)")
     a("--out", default=None,
       help="run folder (default runs/<dataset>); with --translate, the output folder")
@@ -82,6 +94,7 @@ def build_arg_parser():
     a("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     a("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
       help="auto: bf16 where the hardware has it, else fp16 on CUDA, else fp32")
+    # Using a trained model instead of training one (section 8).
     a("--translate", nargs="+", metavar="PATH", help="translate these images or folders instead")
     a("--checkpoint", default=None, help="checkpoint for --translate (default: the run folder's)")
     a("--direction", default="XtoY", choices=["XtoY", "YtoX"],
@@ -133,6 +146,11 @@ LAYOUTS = (("trainA", "trainB", "testA", "testB"),
 DATASET_ALIASES = {"summer2winter": "summer2winter_yosemite"}
 
 
+def to_model_range(images):
+    """uint8 pixels in [0, 255] -> floats in [-1, 1], the range of the generators' tanh output."""
+    return images.float() / 127.5 - 1
+
+
 def resolve_data_path(data):
     """'summer2winter' -> datasets/summer2winter_yosemite, as download_data.sh places it."""
     name = DATASET_ALIASES.get(data, data)
@@ -165,17 +183,21 @@ def find_domain_folders(root, data_flag):
 def load_image(path, load_size=None):
     """Any image file -> (3, load_size, load_size) uint8 tensor (no resize without a load_size),
     or an error that names the file."""
+    # Photo collections hold more than RGB JPEGs: greyscale, RGBA, CMYK and palette images all
+    # exist in the CycleGAN datasets, and every one must reach the network as 3 channels.
     try:
         with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float greyscale
+            img.load()  # decode now, so that a truncated file fails here, with its name
+            if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                # 16-bit greyscale: PIL's convert("RGB") would clip it to white, so scale it down.
                 img = img.convert("F")
                 scale = 255.0 / 65535 if img.getextrema()[1] > 255 else 1.0
                 img = img.point(lambda v: v * scale).convert("L")
-            if img.mode in ("P", "PA", "LA"):  # palettes with transparency go via RGBA
-                img = img.convert("RGBA")
-            img = img.convert("RGB")  # greyscale, RGBA and CMYK photos exist in these datasets
-            if load_size:  # bicubic, like the official code; smaller images are upscaled
+            if img.mode in ("P", "PA", "LA"):
+                img = img.convert("RGBA")  # the route PIL wants for palettes with transparency
+            img = img.convert("RGB")
+            if load_size:
+                # Bicubic, as in the official code; smaller images are simply upscaled.
                 img = img.resize((load_size, load_size), Image.BICUBIC)
             return TF.pil_to_tensor(img)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
@@ -207,7 +229,9 @@ class UnpairedImages:
 
     def __init__(self, images_X, images_Y, image_size, seed):
         self.images_X, self.images_Y, self.image_size, self.seed = images_X, images_Y, image_size, seed
-        self.augment_rng = torch.Generator().manual_seed(seed + 1)  # crops and flips
+        # Crops and flips draw from a generator of their own, which the checkpoint saves: that
+        # is what lets a resumed run see exactly the crops the uninterrupted run would have seen.
+        self.augment_rng = torch.Generator().manual_seed(seed + 1)
 
     def __len__(self):
         return max(len(self.images_X), len(self.images_Y))
@@ -220,6 +244,8 @@ class UnpairedImages:
         return x_indices, y_indices
 
     def crop_and_flip(self, image):
+        # A random 128px window of the 143px image, mirrored half the time: small shifts and
+        # flips that leave the season alone, so the networks cannot learn them as "the" change.
         size, rng = self.image_size, self.augment_rng
         top, left = torch.randint(image.shape[-1] - size + 1, (2,), generator=rng).tolist()
         image = image[:, top:top + size, left:left + size]
@@ -231,17 +257,19 @@ class UnpairedImages:
         """uint8 (N, 3, load, load) -> float (N, 3, size, size) in [-1, 1], where tanh outputs live."""
         x = torch.stack([self.crop_and_flip(self.images_X[i]) for i in x_indices.tolist()])
         y = torch.stack([self.crop_and_flip(self.images_Y[i]) for i in y_indices.tolist()])
-        return x.float() / 127.5 - 1, y.float() / 127.5 - 1
+        return to_model_range(x), to_model_range(y)
 
 
 def center_crop(images, size):
     top = (images.shape[-1] - size) // 2
-    return images[..., top:top + size, top:top + size].float() / 127.5 - 1
+    return to_model_range(images[..., top:top + size, top:top + size])
 
 
-# The demo dataset: the same random landscape drawn in summer and in winter. Training sees the two
-# seasons unpaired, like the real task; evaluation can compare G(x) with the true winter twin of x,
-# which no real unpaired dataset allows. It needs no download and learns in minutes on a CPU.
+# The demo dataset (--data demo): the same random landscape drawn in summer and in winter.
+# Training sees the two seasons unpaired, like the real task, but evaluation can compare G(x)
+# with the true winter twin of x, which no real unpaired dataset allows: that is how the tests
+# check that CycleGAN learns. It needs no download and learns in minutes on a CPU. The scenes are
+# drawn with a few tensor operations: a sky gradient, a sun, a wavy ridge of hills, and trees.
 SEASON_COLOURS = {  # RGB in [0, 1]: sky top, sky bottom, ground, tree, sun
     "summer": ((0.25, 0.45, 0.85), (0.6, 0.8, 1.0), (0.3, 0.65, 0.2), (0.05, 0.35, 0.1),
                (1.0, 0.85, 0.2)),
@@ -281,12 +309,13 @@ DEMO_TEST_FIRST = 10_000  # held-out scenes, drawn in both seasons for evaluatio
 
 
 def load_dataset(args):
-    """-> (UnpairedImages for training, fixed test images X and Y for the sample grids)."""
+    """-> (UnpairedImages for training, fixed test images X and Y for the sample grids).
+    Train X/Y are the two domains' training folders; the test folders only feed the grids."""
     if args.data == "demo":
         images_X = demo_images(0, DEMO_TRAIN_SCENES, args.load_size, "summer")
         images_Y = demo_images(DEMO_TRAIN_SCENES, DEMO_TRAIN_SCENES, args.load_size, "winter")
-        test_X = demo_images(DEMO_TEST_FIRST, 4, args.image_size, "summer").float() / 127.5 - 1
-        test_Y = demo_images(DEMO_TEST_FIRST + 4, 4, args.image_size, "winter").float() / 127.5 - 1
+        test_X = to_model_range(demo_images(DEMO_TEST_FIRST, 4, args.image_size, "summer"))
+        test_Y = to_model_range(demo_images(DEMO_TEST_FIRST + 4, 4, args.image_size, "winter"))
     else:
         root = resolve_data_path(args.data)
         train_X, train_Y, test_X_dir, test_Y_dir = find_domain_folders(root, args.data)
@@ -463,13 +492,19 @@ class ImagePool:
 
 
 # --- 6. One training step ---------------------------------------------------------------------
-# Mixed precision: the networks can run under autocast in bf16 or fp16 (convolutions in 16 bits,
-# weights, optimiser and losses in fp32), which is 1.5-2x faster on hardware that has it. fp16
-# has a narrow range, so its gradients are scaled up before backward and checked for overflow
-# (the GradScaler); bf16 has fp32's range and needs no scaler. Disabled, both are no-ops.
+# One iteration, in the official code's order:
+#   1. the generators take a step on the full objective, with the discriminators held fixed;
+#   2. the discriminators take a step on real images and on fakes drawn from the history pool.
+# Mixed precision: the networks can run under autocast in bf16 or fp16 (convolutions in 16 bits;
+# weights, optimiser and losses stay fp32), 1.5x faster on this project's CPU, more on GPUs with
+# tensor cores. fp16 has a narrow range, so its gradients are scaled up before backward and
+# checked for overflow (the GradScaler); bf16 has fp32's range and needs no scaler.
 
 
 class Precision:
+    """How the networks compute: "fp32", or autocast to "bf16" or "fp16". Disabled (fp32), the
+    autocast and the scaler are no-ops, so the training step has a single code path."""
+
     def __init__(self, name, device):
         self.name, self.device_type = name, device.type
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
@@ -481,13 +516,42 @@ class Precision:
                               enabled=self.dtype is not None)
 
 
+def cpu_has_native_bf16():
+    """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is
+    emulated and slower than fp32. Linux tells us in /proc/cpuinfo; elsewhere we assume not."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def choose_precision(requested, device_type, bf16_supported):
+    """'auto' -> bf16 where the hardware has it; else fp16 (with a grad scaler) on CUDA; else fp32.
+    A free Colab T4 has fp16 tensor cores but no bf16; Apple's MPS stays in fp32."""
+    if requested != "auto":
+        return requested
+    if device_type == "cuda":
+        return "bf16" if bf16_supported else "fp16"
+    if device_type == "cpu" and bf16_supported:
+        return "bf16"
+    return "fp32"
+
+
+def device_has_bf16(device):
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_native_bf16()
+
+
 LOSS_NAMES = ("D_X", "D_Y", "G_XtoY", "G_YtoX", "cycle_X", "cycle_Y", "idt_X", "idt_Y")
 
 
 def generator_step(model, real_X, real_Y, opt_G, precision, args):
     """Updates both generators on the full objective, with the discriminators held fixed."""
-    # Frozen, the discriminators still pass gradients through to the generators, but compute none
-    # for their own weights: those would be wasted, and would leak into their next update.
+    # Frozen, the discriminators still pass gradients through to the generators, but spend no
+    # work on gradients for their own weights, which this step must not change anyway.
     model.D_X.requires_grad_(False)
     model.D_Y.requires_grad_(False)
     opt_G.zero_grad(set_to_none=True)
@@ -506,6 +570,8 @@ def generator_step(model, real_X, real_Y, opt_G, precision, args):
             idt_Y = identity_loss(real_Y, model.G_XtoY(real_Y), weight)
         else:
             idt_X = idt_Y = torch.zeros((), device=real_X.device)
+    # The total objective of eq. 3 (the weights are already inside the terms); one backward
+    # pass sends its gradient into both generators.
     losses = torch.stack([adv_XtoY, adv_YtoX, cycle_X, cycle_Y, idt_X, idt_Y])
     precision.scaler.scale(losses.sum()).backward()
     precision.scaler.step(opt_G)
@@ -517,14 +583,15 @@ def generator_step(model, real_X, real_Y, opt_G, precision, args):
 def discriminator_step(model, real_X, real_Y, fake_X, fake_Y, pools, opt_D, precision):
     """Updates D_X and D_Y: real images towards 1, fakes from the history pool towards 0."""
     opt_D.zero_grad(set_to_none=True)
-    fake_X, fake_Y = pools[0].query(fake_X), pools[1].query(fake_Y)  # detached: G is not trained
+    # The pool returns detached images: this loss must not reach back into the generators.
+    fake_X, fake_Y = pools[0].query(fake_X), pools[1].query(fake_Y)
     with precision.autocast():
         # Halved, as in the paper: it slows the discriminators relative to the generators.
         loss_D_X = 0.5 * (real_mse_loss(model.D_X(real_X)) + fake_mse_loss(model.D_X(fake_X)))
         loss_D_Y = 0.5 * (real_mse_loss(model.D_Y(real_Y)) + fake_mse_loss(model.D_Y(fake_Y)))
     precision.scaler.scale(loss_D_X + loss_D_Y).backward()
     precision.scaler.step(opt_D)
-    precision.scaler.update()
+    precision.scaler.update()  # once per iteration: the next scale, from both steps' overflows
     return torch.stack([loss_D_X, loss_D_Y]).detach()
 
 
@@ -562,35 +629,6 @@ def choose_device(name):
     return device
 
 
-def cpu_has_native_bf16():
-    """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is
-    emulated and slower than fp32. Linux tells us in /proc/cpuinfo; elsewhere we assume not."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def choose_precision(requested, device_type, bf16_supported):
-    """'auto' -> bf16 where the hardware has it; else fp16 (with a grad scaler) on CUDA; else fp32.
-    A free Colab T4 has fp16 tensor cores but no bf16; Apple's MPS stays in fp32."""
-    if requested != "auto":
-        return requested
-    if device_type == "cuda":
-        return "bf16" if bf16_supported else "fp16"
-    if device_type == "cpu" and bf16_supported:
-        return "bf16"
-    return "fp32"
-
-
-def device_has_bf16(device):
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and cpu_has_native_bf16()
-
-
 def lr_factor(epoch, epochs, decay_epochs):
     """Multiplier of the base rate during `epoch` (from 0): 1 for the first `epochs`, then falling
     by 1/(decay_epochs + 1) per epoch, so the line would reach 0 the epoch after the last
@@ -599,25 +637,29 @@ def lr_factor(epoch, epochs, decay_epochs):
 
 
 def default_run_folder(data):
+    """runs/summer2winter_yosemite for --data summer2winter, runs/demo for the demo."""
     name = "demo" if data == "demo" else os.path.basename(os.path.normpath(resolve_data_path(data)))
     return os.path.join("runs", name)
 
 
 def save_checkpoint(path, state):
     """Atomic save: a kill at any moment leaves either the old checkpoint or the new one whole."""
+    # Write everything to a temporary file beside the checkpoint, force it onto the disk (fsync),
+    # and only then rename it over the old one: a rename within one folder is atomic.
     temporary = path + ".tmp"
     with open(temporary, "wb") as f:
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(temporary, path)  # a rename within one folder is atomic
+    os.replace(temporary, path)
 
 
 def load_checkpoint(path):
+    """checkpoint.pt -> its dict (on the CPU), or a one-line error naming the file."""
     if not os.path.isfile(path):
         raise CycleGANError(f"no checkpoint at {path}; train first, or pass --checkpoint FILE")
     try:
-        # weights_only: a checkpoint from the internet can then not run code when loaded
+        # weights_only: a checkpoint from the internet cannot run code as it is loaded
         state = torch.load(path, map_location="cpu", weights_only=True)
         state["settings"], state["model"]  # noqa: B018  (fails for files that are not ours)
         return state
@@ -658,23 +700,25 @@ def save_sample_grid(model, test_X, test_Y, path, precision):
 def plot_losses(csv_path, png_path):
     """losses.csv -> losses.png, when matplotlib is installed (it is on Colab); else nothing."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")  # draw into files, also where there is no screen
-        import matplotlib.pyplot as plt
+        # A bare Figure draws straight to a file: no pyplot, so a notebook's own plotting
+        # backend is left as it was.
+        from matplotlib.figure import Figure
     except ImportError:
         return
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
-    figure, ax = plt.subplots(figsize=(9, 4))
+    figure = Figure(figsize=(9, 4))
+    ax = figure.subplots()
     for name in LOSS_NAMES:
         ax.plot([int(r["iteration"]) for r in rows], [float(r[name]) for r in rows], label=name)
+    # Log scale: the weighted cycle losses start near 5, the adversarial ones below 1.
     ax.set(xlabel="iteration", ylabel="loss (weighted, as optimised)", yscale="log")
     ax.legend(ncol=4, fontsize="small")
     figure.savefig(png_path, dpi=80, bbox_inches="tight")
-    plt.close(figure)
 
 
 def peak_memory():
+    """The most memory this process has held: GPU memory on CUDA, else the RAM (resident set)."""
     if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
         return f"{torch.cuda.max_memory_allocated() / 1e9:.2f} GB GPU"
     try:
@@ -845,6 +889,8 @@ def train(args, parser):
 
 
 def log_progress(csv_path, epoch, iteration, last_iteration, mean_losses, lr, step_times):
+    """One progress line, and the same numbers as a row of losses.csv. The speed is the median of
+    the last 50 iterations, which a slow sample or checkpoint save does not throw off."""
     losses = dict(zip(LOSS_NAMES, mean_losses.tolist()))
     seconds = statistics.median(step_times[-50:])
     eta = (last_iteration - iteration) * seconds
@@ -866,8 +912,8 @@ def demo_translation_errors(model, size, precision, count=64):
     season we know, with two ways to cheat as baselines: returning the input unchanged, and
     returning the average image of the target season (right colours, no content)."""
     device = next(model.parameters()).device
-    scenes = lambda first, season: (demo_images(first, count, size, season)  # noqa: E731
-                                    .to(device).float() / 127.5 - 1)
+    scenes = lambda first, season: to_model_range(  # noqa: E731
+        demo_images(first, count, size, season).to(device))
     x, y = scenes(DEMO_TEST_FIRST + 100, "summer"), scenes(DEMO_TEST_FIRST + 100, "winter")
     mean_x = scenes(DEMO_TEST_FIRST + 200, "summer").mean(0)  # from other scenes
     mean_y = scenes(DEMO_TEST_FIRST + 200, "winter").mean(0)
@@ -886,6 +932,7 @@ def translate_batch(generator, images):
 
 
 def translate(args):
+    """--translate: each input image -> <out>/<stem>_XtoY.png (or _YtoX), at the input's size."""
     checkpoint_path = args.checkpoint or os.path.join(default_run_folder(args.data), "checkpoint.pt")
     checkpoint = load_checkpoint(checkpoint_path)
     settings, out_folder = checkpoint["settings"], args.out or "translated"
@@ -924,7 +971,7 @@ def translate(args):
             chunk = group[first:first + 4]
             images = torch.stack([load_image(path) for path, _ in chunk])
             with torch.no_grad(), precision.autocast():
-                out = translate_batch(generator, images.to(device).float() / 127.5 - 1)
+                out = translate_batch(generator, to_model_range(images.to(device)))
             for (path, stem), image in zip(chunk, out.float().cpu()):
                 target = os.path.join(out_folder, f"{stem}_{args.direction}.png")
                 TF.to_pil_image((image + 1) / 2).save(target)
@@ -933,9 +980,13 @@ def translate(args):
 
 
 # --- 9. Entry point ---------------------------------------------------------------------------
+# From a shell, the file trains (or translates) at once. Pasted into a notebook cell, it only
+# defines everything: a cell that silently starts hours of training is a trap, and the kernel's
+# own command line (`-f kernel.json`) is not meant for us.
 
 
 def in_notebook():
+    """True inside a Jupyter kernel (Colab's included): it imports ipykernel before any cell."""
     return "ipykernel" in sys.modules or "google.colab" in sys.modules
 
 
@@ -950,7 +1001,7 @@ def main(argv=None):
             return translate(args)
         check_settings(args)
         return train(args, parser)
-    except CycleGANError as error:
+    except CycleGANError as error:  # the user's to fix: one line, no traceback
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
 
