@@ -359,8 +359,9 @@ class ResidualBlock(nn.Module):
 class Generator(nn.Module):
     """(N, 3, H, W) image in [-1, 1] -> translated (N, 3, H, W) image in [-1, 1]; H, W multiples of 4.
 
-    Conv biases stay on, as in the official code: InstanceNorm2d has no learned shift of its own
-    (affine=False), so this does not double up. 7,837,699 parameters with the defaults."""
+    Conv biases stay on, as in the official code, although the instance norm right after most
+    convolutions subtracts the mean and so cancels them: keeping them keeps the official
+    parameter count (7,837,699 with the defaults). The norms have no learned scale or shift."""
 
     def __init__(self, ngf=64, n_blocks=6):
         super().__init__()
@@ -729,6 +730,43 @@ def peak_memory():
     return f"{peak / (1e9 if sys.platform == 'darwin' else 1e6):.2f} GB RAM"
 
 
+def build_training(args, device):
+    """The four networks, one Adam for both generators and one for both discriminators, their
+    learning-rate schedules, and the two history pools (fakes of X for D_X, of Y for D_Y)."""
+    torch.manual_seed(args.seed)
+    model = CycleGAN(args.ngf, args.ndf, args.n_blocks).to(device)
+    adam = lambda params: torch.optim.Adam(params, lr=args.lr, betas=(0.5, 0.999))  # noqa: E731
+    optimizers = (adam([*model.G_XtoY.parameters(), *model.G_YtoX.parameters()]),
+                  adam([*model.D_X.parameters(), *model.D_Y.parameters()]))
+    schedule = lambda epoch: lr_factor(epoch, args.epochs, args.decay_epochs)  # noqa: E731
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
+    pools = (ImagePool(args.pool_size, args.seed + 2), ImagePool(args.pool_size, args.seed + 3))
+    return model, optimizers, schedulers, pools
+
+
+class StopOnCtrlC:
+    """Ctrl-C (or a notebook's stop button) only asks to stop: the iteration under way finishes,
+    the run is saved, and the command to resume is printed. A second Ctrl-C stops at once."""
+
+    def __enter__(self):
+        self.requested = False
+        try:
+            self.previous_handler = signal.signal(signal.SIGINT, self.request)
+        except ValueError:  # handlers can only be set from the main thread: leave Ctrl-C alone
+            self.previous_handler = None
+        return self
+
+    def request(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt  # the checkpoint on disk stays whole: saves are atomic
+        self.requested = True
+        print("\nstopping after this iteration; Ctrl-C again to stop at once", flush=True)
+
+    def __exit__(self, *exception):
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGINT, self.previous_handler)
+
+
 def train(args, parser):
     """Trains (or resumes) a run in the run folder. Returns the CycleGAN module."""
     device = choose_device(args.device)
@@ -753,14 +791,7 @@ def train(args, parser):
     test_X, test_Y = test_X.to(device), test_Y.to(device)
     os.makedirs(os.path.join(run_folder, "samples"), exist_ok=True)
 
-    torch.manual_seed(args.seed)
-    model = CycleGAN(args.ngf, args.ndf, args.n_blocks).to(device)
-    adam = lambda params: torch.optim.Adam(params, lr=args.lr, betas=(0.5, 0.999))  # noqa: E731
-    optimizers = (adam([*model.G_XtoY.parameters(), *model.G_YtoX.parameters()]),
-                  adam([*model.D_X.parameters(), *model.D_Y.parameters()]))
-    schedule = lambda epoch: lr_factor(epoch, args.epochs, args.decay_epochs)  # noqa: E731
-    schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in optimizers]
-    pools = (ImagePool(args.pool_size, args.seed + 2), ImagePool(args.pool_size, args.seed + 3))
+    model, optimizers, schedulers, pools = build_training(args, device)
     # Where the run stands: `batch_index` counts the batches done in the current epoch.
     epoch = batch_index = iteration = 0
 
@@ -805,33 +836,25 @@ def train(args, parser):
     loss_sum, losses_summed = torch.zeros(len(LOSS_NAMES), device=device), 0
     step_times, saved_at, start = [], iteration, time.perf_counter()
 
-    def save():
-        # A NaN would poison every later step; stop instead, and keep the last good checkpoint.
-        nonlocal saved_at
+    def stop_if_not_finite():
+        # A NaN would poison every later step: stop, and keep the last good checkpoint.
         if not torch.isfinite(loss_sum).all():
             raise CycleGANError(
                 f"a loss became non-finite (NaN or inf) before iteration {iteration}; stopped "
                 f"without saving, {checkpoint_path} keeps the last good state. Try a lower --lr "
                 "or --precision fp32")
+
+    def save():
+        nonlocal saved_at
+        stop_if_not_finite()
         save_checkpoint(checkpoint_path, checkpoint_state())
         saved_at = iteration
 
-    # Ctrl-C (or a notebook's stop button) only asks to stop: the iteration under way finishes,
-    # the run is saved, and the command to resume is printed. A second Ctrl-C stops at once.
-    stop_requested = []
+    # Epochs of batches until the schedule ends (or --max-iters); along the way, every so many
+    # iterations: a progress line, a sample grid, a checkpoint. Every epoch end: a checkpoint.
 
-    def request_stop(signum, frame):
-        if stop_requested:
-            raise KeyboardInterrupt
-        stop_requested.append(signum)
-        print("\nstopping after this iteration; Ctrl-C again to stop at once", flush=True)
-
-    try:
-        previous_handler = signal.signal(signal.SIGINT, request_stop)
-    except ValueError:  # signal handlers can only be set from the main thread
-        previous_handler = None
-    try:
-        while iteration < last_iteration and not stop_requested:
+    with StopOnCtrlC() as ctrl_c:
+        while iteration < last_iteration and not ctrl_c.requested:
             x_order, y_order = data.epoch_order(epoch)
             while batch_index < batches_per_epoch and iteration < last_iteration:
                 step_start = time.perf_counter()
@@ -844,8 +867,7 @@ def train(args, parser):
                 if iteration % args.log_every == 0 or iteration == 1:
                     log_progress(csv_path, epoch, iteration, last_iteration, loss_sum / losses_summed,
                                  optimizers[0].param_groups[0]["lr"], step_times)
-                    if not torch.isfinite(loss_sum).all():
-                        save()  # refuses, with the message above
+                    stop_if_not_finite()
                     loss_sum.zero_()
                     losses_summed = 0
                 if iteration % args.sample_every == 0:
@@ -853,7 +875,7 @@ def train(args, parser):
                         run_folder, "samples", f"iter_{iteration:07d}.png"), precision)
                 if iteration % args.checkpoint_every == 0:
                     save()
-                if stop_requested:
+                if ctrl_c.requested:
                     break
             if batch_index == batches_per_epoch:  # the epoch is complete: next learning rate
                 for scheduler in schedulers:
@@ -862,21 +884,14 @@ def train(args, parser):
                 save()
         if saved_at != iteration:
             save()
-    finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
 
     plot_losses(csv_path, os.path.join(run_folder, "losses.png"))
     if step_times:
         save_sample_grid(model, test_X, test_Y, os.path.join(run_folder, "samples", "last.png"),
                          precision)
     if args.data == "demo":
-        errors = demo_translation_errors(model, args.image_size, precision)
-        print("demo check, mean |error| on 64 held-out scenes: "
-              f"G(x) vs true y {errors['XtoY']:.3f}, F(y) vs true x {errors['YtoX']:.3f}; "
-              f"doing nothing {errors['identity']:.3f}, average target image "
-              f"{errors['average_XtoY']:.3f} / {errors['average_YtoX']:.3f}")
-    if stop_requested:
+        print_demo_check(model, args.image_size, precision)
+    if ctrl_c.requested:
         print(f"interrupted at iteration {iteration}, saved {checkpoint_path}; resume with:\n"
               f"  python cyclegan.py --data {args.data} --out {run_folder} --resume")
     # The first iterations are slower (memory allocation, kernel selection): the median after
@@ -922,6 +937,14 @@ def demo_translation_errors(model, size, precision, count=64):
     error = lambda a, b: (a - b).abs().mean().item()  # noqa: E731
     return {"XtoY": error(fake_Y, y), "YtoX": error(fake_X, x), "identity": error(x, y),
             "average_XtoY": error(mean_y, y), "average_YtoX": error(mean_x, x)}
+
+
+def print_demo_check(model, size, precision):
+    errors = demo_translation_errors(model, size, precision)
+    print("demo check, mean |error| on 64 held-out scenes: "
+          f"G(x) vs true y {errors['XtoY']:.3f}, F(y) vs true x {errors['YtoX']:.3f}; "
+          f"doing nothing {errors['identity']:.3f}, average target image "
+          f"{errors['average_XtoY']:.3f} / {errors['average_YtoX']:.3f}")
 
 
 def translate_batch(generator, images):

@@ -154,13 +154,8 @@ def test_image_pool_fills_to_its_size_then_swaps_and_never_grows():
 # --- training step and schedule ---------------------------------------------------------------
 
 def make_step_objects(precision_name="fp32"):
-    torch.manual_seed(0)
-    args = tiny_args()
-    model = cyclegan.CycleGAN(args.ngf, args.ndf, args.n_blocks)
-    adam = lambda params: torch.optim.Adam(params, lr=1e-3, betas=(0.5, 0.999))  # noqa: E731
-    optimizers = (adam([*model.G_XtoY.parameters(), *model.G_YtoX.parameters()]),
-                  adam([*model.D_X.parameters(), *model.D_Y.parameters()]))
-    pools = (cyclegan.ImagePool(50, 1), cyclegan.ImagePool(50, 2))
+    args = tiny_args(lr=1e-3)
+    model, optimizers, _, pools = cyclegan.build_training(args, torch.device("cpu"))
     precision = cyclegan.Precision(precision_name, torch.device("cpu"))
     real_X, real_Y = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
     return args, model, optimizers, pools, precision, real_X, real_Y

@@ -28,12 +28,7 @@ def bare_step_seconds(precision_name, image_size, iters):
     """Median seconds of train_step (4 networks forward + backward, both Adam steps, the pools)."""
     args = cyclegan.build_arg_parser().parse_args(["--image-size", str(image_size)])
     cyclegan.check_settings(args)
-    torch.manual_seed(0)
-    model = cyclegan.CycleGAN()
-    adam = lambda params: torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))  # noqa: E731
-    optimizers = (adam([*model.G_XtoY.parameters(), *model.G_YtoX.parameters()]),
-                  adam([*model.D_X.parameters(), *model.D_Y.parameters()]))
-    pools = (cyclegan.ImagePool(50, 1), cyclegan.ImagePool(50, 2))
+    model, optimizers, _, pools = cyclegan.build_training(args, torch.device("cpu"))
     precision = cyclegan.Precision(precision_name, torch.device("cpu"))
     real_X = torch.rand(1, 3, image_size, image_size) * 2 - 1
     real_Y = torch.rand(1, 3, image_size, image_size) * 2 - 1
