@@ -442,7 +442,7 @@ def fake_mse_loss(d_out):
 
 
 def cycle_consistency_loss(real, reconstructed, lambda_weight):
-    # lambda * ||F(G(x)) - x||_1: L1 rather than L2, because L2 blurs (paper eq. 2)
+    # lambda * ||F(G(x)) - x||_1 (paper eq. 2). L1, as in pix2pix: L2 blurs more.
     return lambda_weight * torch.mean(torch.abs(real.float() - reconstructed.float()))
 
 
@@ -461,6 +461,9 @@ def identity_loss(real, same, lambda_weight):
 
 
 class ImagePool:
+    """The last `pool_size` fakes of one domain, and its own random generator (both saved in the
+    checkpoint, so that a resumed run draws the same old fakes)."""
+
     def __init__(self, pool_size, seed):
         self.pool_size = pool_size
         self.images = []  # each (1, 3, H, W), fp32, on the training device
@@ -614,20 +617,16 @@ def train_step(model, real_X, real_Y, optimizers, pools, precision, args):
 
 def choose_device(name):
     """'auto' takes the first of cuda, mps and cpu that this machine has."""
-    available = {"cpu": True, "cuda": torch.cuda.is_available(),
-                 "mps": torch.backends.mps.is_available()}
+    count = {"cuda": torch.cuda.device_count(), "mps": int(torch.backends.mps.is_available()),
+             "cpu": 1}
     if name == "auto":
-        name = next(kind for kind in ("cuda", "mps", "cpu") if available[kind])
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in available:
+        name = next(kind for kind in count if count[kind])
+    kind, _, index = name.partition(":")
+    if kind not in count or not (index or "0").isdigit():
         raise CycleGANError(f"--device {name}: unknown; use auto, cpu, cuda, cuda:N or mps")
-    if not available[device.type] or (device.type == "cuda" and
-                                      (device.index or 0) >= torch.cuda.device_count()):
+    if int(index or 0) >= count[kind]:
         raise CycleGANError(f"--device {name}: this machine has no such device that torch can use")
-    return device
+    return torch.device(name)
 
 
 def lr_factor(epoch, epochs, decay_epochs):
@@ -960,20 +959,16 @@ def translate(args):
     checkpoint = load_checkpoint(checkpoint_path)
     settings, out_folder = checkpoint["settings"], args.out or "translated"
     paths = []
-    for path in args.translate:
-        if os.path.isdir(path):
-            paths += list_images(path)
-        elif os.path.isfile(path):
-            paths.append(path)
-        else:
+    for path in args.translate:  # files, and folders of images (searched recursively)
+        if not os.path.exists(path):
             raise CycleGANError(f"--translate {path}: no such file or folder")
+        paths += list_images(path) if os.path.isdir(path) else [path]
     if not paths:
         raise CycleGANError(f"--translate {' '.join(args.translate)}: no images found")
     stems = [os.path.splitext(os.path.basename(path))[0] for path in paths]
-    clash = next((stem for stem in stems if stems.count(stem) > 1), None)
-    if clash:
-        raise CycleGANError(f"two inputs are named {clash}: their outputs would overwrite each "
-                            "other; translate them into separate --out folders")
+    if len(set(stems)) < len(stems):  # a.jpg and a.png would both become a_XtoY.png
+        raise CycleGANError("two inputs have the same name apart from the extension or folder; "
+                            "translate them into separate --out folders")
     device = choose_device(args.device)
     precision = Precision(choose_precision(args.precision, device.type, device_has_bf16(device)),
                           device)

@@ -690,6 +690,9 @@ def test_translate_keeps_each_image_size(tmp_path, capsys, monkeypatch):
     assert (written.float() - expected).abs().max() <= 1.01
     error = fails_with(["--translate", "photos", "--checkpoint", "nowhere.pt"], capsys)
     assert "no checkpoint at nowhere.pt" in error
+    write_image("photos/a.jpg")  # a second "a": a_YtoX.png would be written twice
+    error = fails_with(["--data", "data", "--translate", "photos"], capsys)
+    assert "two inputs have the same name" in error
 
 
 def test_pasted_into_a_jupyter_kernel(tmp_path):
