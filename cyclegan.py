@@ -664,8 +664,9 @@ def load_checkpoint(path):
         state["settings"], state["model"]  # noqa: B018  (fails for files that are not ours)
         return state
     except Exception as error:  # torch raises many types for damaged files
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CycleGANError(f"cannot read checkpoint {path}: {reason[:200]}") from None
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0].split(". ")[0]
+        raise CycleGANError(f"cannot read checkpoint {path}: {reason[:150]} (a damaged file, or "
+                            "not a cyclegan.py checkpoint)") from None
 
 
 def apply_checkpoint_settings(args, settings, parser):
