@@ -173,11 +173,14 @@ def find_domain_folders(root, data_flag):
         folders = [os.path.join(root, name) for name in layout]
         if os.path.isdir(folders[0]) and os.path.isdir(folders[1]):
             return folders
-    name = os.path.basename(os.path.normpath(root))
+    root = os.path.normpath(root)
+    if os.path.dirname(root) == "datasets":  # a dataset name: it can be downloaded
+        hint = f"to get it run: bash download_data.sh {os.path.basename(root)}"
+    else:
+        hint = "check the path"
     raise CycleGANError(
         f"no dataset for --data {data_flag}: looked in {root}/ for trainA/ trainB/ (testA/ testB/) "
-        f"or summer/ winter/ (test_summer/ test_winter/); to get it run: "
-        f"bash download_data.sh {name}")
+        f"or summer/ winter/ (test_summer/ test_winter/); {hint}")
 
 
 def load_image(path, load_size=None):
@@ -612,7 +615,7 @@ def train_step(model, real_X, real_Y, optimizers, pools, precision, args):
 # Adam (lr 2e-4, betas 0.5/0.999), one optimiser for both generators and one for both
 # discriminators; 100 epochs at the full rate, then 100 epochs falling linearly towards zero.
 # Everything that decides the future of a run lives in one checkpoint dict, so that --resume
-# continues bit for bit where it stopped (on the same device).
+# continues where it stopped, bit for bit on a CPU.
 
 
 def choose_device(name):
@@ -797,7 +800,8 @@ def train(args, parser):
 
     # The checkpoint holds everything that decides the rest of the run: the networks, Adam's
     # moments, the schedule, the pools' contents, the random generators, and the position in
-    # the epoch (whose order is rebuilt from the seed). Restored, the run continues bit for bit.
+    # the epoch (whose order is rebuilt from the seed). Restored, the run continues as if it had
+    # never stopped: bit for bit on a CPU (a GPU's fastest kernels are not bitwise repeatable).
     stateful = {"model": model, "optimizer_G": optimizers[0], "optimizer_D": optimizers[1],
                 "scheduler_G": schedulers[0], "scheduler_D": schedulers[1]}
 
