@@ -23,7 +23,7 @@ How to run it.
     bash download_data.sh summer2winter_yosemite       # 126 MB into datasets/
     python cyclegan.py --data summer2winter             # train (a GPU is found by itself)
     python cyclegan.py --data demo --image-size 32 --ngf 16 --ndf 16 --n-blocks 2 --epochs 1 \\
-        --decay-epochs 1 --lr 5e-4                      # a toy task that learns in a minute on a CPU
+        --decay-epochs 1 --lr 5e-4                      # a toy task: learns in a minute on a CPU
     python cyclegan.py --translate photo.jpg --direction XtoY    # use a trained model
 In Colab or Jupyter, paste this whole file into one cell and run it: it defines everything and
 prints how to start; then call main(["--data", "summer2winter"]) from the next cell.
@@ -231,7 +231,8 @@ class UnpairedImages:
     """
 
     def __init__(self, images_X, images_Y, image_size, seed):
-        self.images_X, self.images_Y, self.image_size, self.seed = images_X, images_Y, image_size, seed
+        self.images_X, self.images_Y = images_X, images_Y
+        self.image_size, self.seed = image_size, seed
         # Crops and flips draw from a generator of their own, which the checkpoint saves: that
         # is what lets a resumed run see exactly the crops the uninterrupted run would have seen.
         self.augment_rng = torch.Generator().manual_seed(seed + 1)
@@ -257,7 +258,7 @@ class UnpairedImages:
         return image
 
     def batch(self, x_indices, y_indices):
-        """uint8 (N, 3, load, load) -> float (N, 3, size, size) in [-1, 1], where tanh outputs live."""
+        """Cached uint8 (3, load, load) images -> a float batch (N, 3, size, size) in [-1, 1]."""
         x = torch.stack([self.crop_and_flip(self.images_X[i]) for i in x_indices.tolist()])
         y = torch.stack([self.crop_and_flip(self.images_Y[i]) for i in y_indices.tolist()])
         return to_model_range(x), to_model_range(y)
@@ -322,7 +323,8 @@ def load_dataset(args):
     else:
         root = resolve_data_path(args.data)
         train_X, train_Y, test_X_dir, test_Y_dir = find_domain_folders(root, args.data)
-        images_X, images_Y = load_folder(train_X, args.load_size), load_folder(train_Y, args.load_size)
+        images_X = load_folder(train_X, args.load_size)
+        images_Y = load_folder(train_Y, args.load_size)
         # Sample grids show the same few test images all run long (training images if no test set).
         pick = lambda folder, train: (load_folder(folder, args.load_size, limit=4)  # noqa: E731
                                       if list_images(folder) else train[:4])
@@ -360,7 +362,7 @@ class ResidualBlock(nn.Module):
 
 
 class Generator(nn.Module):
-    """(N, 3, H, W) image in [-1, 1] -> translated (N, 3, H, W) image in [-1, 1]; H, W multiples of 4.
+    """(N, 3, H, W) image in [-1, 1] -> translated (N, 3, H, W) in [-1, 1]; H, W multiples of 4.
 
     Conv biases stay on, as in the official code, although the instance norm right after most
     convolutions subtracts the mean and so cancels them: keeping them keeps the official
@@ -807,7 +809,7 @@ def train(args, parser):
 
     def checkpoint_state():
         return {**{name: part.state_dict() for name, part in stateful.items()},
-                "settings": {**{key: getattr(args, key) for key in RUN_SETTINGS}, "data": args.data},
+                "settings": {**{k: getattr(args, k) for k in RUN_SETTINGS}, "data": args.data},
                 "scaler": precision.scaler.state_dict(), "pools": [p.state_dict() for p in pools],
                 "epoch": epoch, "batch_index": batch_index, "iteration": iteration,
                 "rng": {"torch": torch.get_rng_state(), "augment": data.augment_rng.get_state()}}
@@ -869,8 +871,9 @@ def train(args, parser):
                 batch_index, iteration = batch_index + 1, iteration + 1
                 step_times.append(time.perf_counter() - step_start)
                 if iteration % args.log_every == 0 or iteration == 1:
-                    log_progress(csv_path, epoch, iteration, last_iteration, loss_sum / losses_summed,
-                                 optimizers[0].param_groups[0]["lr"], step_times)
+                    log_progress(csv_path, epoch, iteration, last_iteration,
+                                 loss_sum / losses_summed, optimizers[0].param_groups[0]["lr"],
+                                 step_times)
                     stop_if_not_finite()
                     loss_sum.zero_()
                     losses_summed = 0
@@ -913,9 +916,11 @@ def log_progress(csv_path, epoch, iteration, last_iteration, mean_losses, lr, st
     losses = dict(zip(LOSS_NAMES, mean_losses.tolist()))
     seconds = statistics.median(step_times[-50:])
     eta = (last_iteration - iteration) * seconds
+    eta = (f"{eta / 3600:.1f} h" if eta >= 3600 else
+           f"{eta / 60:.0f} min" if eta >= 60 else f"{eta:.0f} s")
     print(f"epoch {epoch + 1} it {iteration}/{last_iteration} | "
           + " ".join(f"{name} {value:.3f}" for name, value in losses.items())
-          + f" | {seconds:.3f} s/it, ETA {eta / 3600:.1f} h", flush=True)
+          + f" | {seconds:.3f} s/it, ETA {eta}", flush=True)
     with open(csv_path, "a", newline="") as f:
         csv.writer(f).writerow([iteration, epoch + 1, f"{lr:.6g}",
                                 *(f"{value:.5f}" for value in losses.values()), f"{seconds:.4f}"])
@@ -960,7 +965,8 @@ def translate_batch(generator, images):
 
 def translate(args):
     """--translate: each input image -> <out>/<stem>_XtoY.png (or _YtoX), at the input's size."""
-    checkpoint_path = args.checkpoint or os.path.join(default_run_folder(args.data), "checkpoint.pt")
+    run_folder = default_run_folder(args.data)
+    checkpoint_path = args.checkpoint or os.path.join(run_folder, "checkpoint.pt")
     checkpoint = load_checkpoint(checkpoint_path)
     settings, out_folder = checkpoint["settings"], args.out or "translated"
     paths = []
