@@ -685,9 +685,7 @@ def test_translate_keeps_each_image_size(tmp_path, capsys, monkeypatch):
     model = cyclegan.CycleGAN(4, 4, 1)
     model.load_state_dict(state["model"])
     image = cyclegan.load_image("photos/more/a.png").float()[None] / 127.5 - 1
-    with torch.no_grad(), cyclegan.Precision(
-            cyclegan.choose_precision("auto", "cpu", cyclegan.cpu_has_native_bf16()),
-            torch.device("cpu")).autocast():
+    with torch.no_grad(), cyclegan.precision_for("auto", torch.device("cpu")).autocast():
         expected = (cyclegan.translate_batch(model.G_YtoX, image).float()[0] + 1) * 127.5
     written = TF.pil_to_tensor(Image.open("translated/a_YtoX.png"))
     assert (written.float() - expected).abs().max() <= 1.01
