@@ -674,9 +674,9 @@ def generator_from_state_dict(state, path):
 
 # --- 8. Hardware and precision ----------------------------------------------------------------
 # Mixed precision: the networks can run under autocast in bf16 or fp16 (convolutions in 16 bits;
-# weights, optimiser and losses stay fp32), 1.5x faster on this project's 2-core CPU, more on GPUs
-# with tensor cores. fp16 has a narrow range, so its gradients are scaled up before backward and
-# checked for overflow (the GradScaler); bf16 has fp32's range and needs no scaler.
+# weights, optimiser and losses stay fp32): 1.5x faster on a 2-core CPU with bf16 instructions,
+# more on GPUs with tensor cores. fp16 has a narrow range, so its gradients are scaled up before
+# backward and checked for overflow (the GradScaler); bf16 has fp32's range and needs no scaler.
 
 
 class Precision:
@@ -1021,11 +1021,14 @@ def demo_images(first_scene, count, size, season):
     ys, xs = torch.linspace(0, 1, size).view(size, 1), torch.linspace(0, 1, size).view(1, size)
     images = []
     for scene in range(first_scene, first_scene + count):
+        # 7 numbers in [0, 1) make the scene: the sun's x, y and radius; the ridge's height,
+        # the waves' amplitude, frequency and phase.
         u = torch.rand(7, generator=torch.Generator().manual_seed(scene)).tolist()
         image = sky_top + (sky_bottom - sky_top) * ys
-        in_sun = (xs - 0.1 - 0.8 * u[0]) ** 2 + (ys - 0.1 - 0.25 * u[1]) ** 2 < (0.06 + 0.06 * u[2]) ** 2
-        image = torch.where(in_sun, sun, image)
-        ridge = 0.35 + 0.4 * u[3] + (0.03 + 0.12 * u[4]) * torch.sin(xs * (4 + 8 * u[5]) + 6.3 * u[6])
+        sun_x, sun_y, radius = 0.1 + 0.8 * u[0], 0.1 + 0.25 * u[1], 0.06 + 0.06 * u[2]
+        image = torch.where((xs - sun_x) ** 2 + (ys - sun_y) ** 2 < radius ** 2, sun, image)
+        waves = (0.03 + 0.12 * u[4]) * torch.sin(xs * (4 + 8 * u[5]) + 6.3 * u[6])
+        ridge = 0.35 + 0.4 * u[3] + waves  # (1, size): where the ground starts in each column
         images.append(torch.where(ys > ridge, ground * (1 - 0.25 * (ys - ridge)), image))
     return (torch.stack(images) * 255).round().to(torch.uint8)
 

@@ -26,16 +26,15 @@ from test_cyclegan import make_dataset  # noqa: E402
 
 def bare_step_seconds(precision_name, image_size, iters):
     """Median seconds of train_step (4 networks forward + backward, both Adam steps, the pools)."""
-    args = cyclegan.build_arg_parser().parse_args(["--image-size", str(image_size)])
-    cyclegan.check_settings(args)
-    model, optimizers, _, pools = cyclegan.build_training(args, torch.device("cpu"))
+    args, _, _, _ = cyclegan.prepare_run({"image_size": image_size, "out": "unused"})
     precision = cyclegan.Precision(precision_name, torch.device("cpu"))
+    run = cyclegan.build_training(args, torch.device("cpu"), precision)
     real_X = torch.rand(1, 3, image_size, image_size) * 2 - 1
     real_Y = torch.rand(1, 3, image_size, image_size) * 2 - 1
     times = []
     for _ in range(iters):
         start = time.perf_counter()
-        cyclegan.train_step(model, real_X, real_Y, optimizers, pools, precision, args)
+        cyclegan.train_step(run.model, real_X, real_Y, run.optimizers, run.pools, precision, args)
         times.append(time.perf_counter() - start)
     return statistics.median(times[5:])
 
@@ -45,7 +44,7 @@ def main():
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--image-size", type=int, default=128)
     options = parser.parse_args()
-    default = cyclegan.choose_precision("auto", "cpu", cyclegan.cpu_has_native_bf16())
+    default = cyclegan.automatic_precision(torch.device("cpu"))
     with tempfile.TemporaryDirectory() as folder:
         make_dataset(os.path.join(folder, "data"), n_x=20, n_y=20, n_test=4)
         for flag, name in (("fp32", "fp32"), ("auto", default)):
