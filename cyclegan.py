@@ -69,15 +69,13 @@ PAPER_SETTINGS = {
     "n_blocks": (6, "residual blocks in the generator (the paper: 6 at 128px, 9 at 256px)"),
     "seed": (0, "random seed: same seed, same run on one device"),
 }
-# --data demo is a toy task (section 12) meant to learn in about a minute on a laptop's CPU: small
-# images and networks, 400 iterations, and a 5x higher learning rate for the short schedule.
+# --data demo is a toy task (drawn landscapes, built in) that learns in about a minute on a CPU:
+# small images and networks, 400 iterations, and a 5x higher learning rate for the short schedule.
 DEMO_SETTINGS = {"image_size": 32, "ngf": 16, "ndf": 16, "n_blocks": 2, "epochs": 1,
                  "decay_epochs": 1, "lr": 1e-3}
 
-
 class CycleGANError(Exception):
     """A problem the user can fix (bad flag, missing data, unreadable file): shown as one line."""
-
 
 # --- 1. Networks ------------------------------------------------------------------------------
 # The generator is Johnson et al.'s (2016) ResNet: downsample, transform with residual blocks,
@@ -95,7 +93,6 @@ class CycleGANError(Exception):
 # the authors' published generators load into Generator unchanged, and
 # torch.save(model.G_XtoY.state_dict(), path) writes a file that their code loads as it is.
 
-
 class ResidualBlock(nn.Module):
     """R256: two 3x3 convolutions whose output is *added* to the input, so each block only has to
     learn a change to the image features (easy to start near "change nothing")."""
@@ -109,7 +106,6 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x):
         return x + self.conv_block(x)
-
 
 class Generator(nn.Module):
     """(N, 3, H, W) image in [-1, 1] -> translated (N, 3, H, W) in [-1, 1]; H, W multiples of 4.
@@ -140,7 +136,6 @@ class Generator(nn.Module):
     def forward(self, x):
         return self.model(x)
 
-
 class Discriminator(nn.Module):
     """70x70 PatchGAN: (N, 3, 128, 128) -> (N, 1, 14, 14), one real/fake score per overlapping
     70x70 patch rather than one per image. Judging texture locally needs fewer parameters
@@ -166,13 +161,11 @@ class Discriminator(nn.Module):
     def forward(self, x):
         return self.model(x)
 
-
 def init_weights(module):
     """Weights ~ N(0, 0.02) and biases 0, as in the paper (section 4) and pix2pix before it."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(module.weight, 0.0, 0.02)
         nn.init.zeros_(module.bias)
-
 
 class CycleGAN(nn.Module):
     """The four networks in one module, so one state_dict and one .to(device) cover them all.
@@ -191,7 +184,6 @@ class CycleGAN(nn.Module):
         # print(model.G_XtoY) shows a network layer by layer.
         return "CycleGAN(G_XtoY, G_YtoX: Generator; D_X, D_Y: Discriminator)"
 
-
 # --- 2. Losses --------------------------------------------------------------------------------
 # Eq. 1 is the original GAN's log loss. The paper replaces it with least squares (LSGAN, Mao et al.
 # 2017): a fake that is already classified correctly but far from the real data still gets a
@@ -200,16 +192,13 @@ class CycleGAN(nn.Module):
 # its fakes, the discriminator step both. Scores are cast to fp32 first, because a mean over many
 # values is where low precision loses the most.
 
-
 def real_mse_loss(d_out):
     # (D(x) - 1)^2: the discriminator's target for real images, and the generator's for its fakes
     return torch.mean((d_out.float() - 1) ** 2)
 
-
 def fake_mse_loss(d_out):
     # D(G(x))^2: the discriminator's target for fake images is 0
     return torch.mean(d_out.float() ** 2)
-
 
 def cycle_consistency_loss(real, reconstructed, lambda_weight):
     # lambda * ||F(G(x)) - x||_1 (eq. 2). L1, as in pix2pix: L2 blurs more. Why lambda = 10: the
@@ -218,20 +207,17 @@ def cycle_consistency_loss(real, reconstructed, lambda_weight):
     # the strongest signal; the paper's ablation (table 4) shows that without it G ignores x.
     return lambda_weight * torch.mean(torch.abs(real.float() - reconstructed.float()))
 
-
 def identity_loss(real, same, lambda_weight):
     # lambda * ||G(y) - y||_1: a winter photo given to the summer->winter generator should come
     # back unchanged. Without it the generators may shift the colours of whole images (the
     # paper's section 5.2 shows painting->photo turning daylight into sunset).
     return lambda_weight * torch.mean(torch.abs(real.float() - same.float()))
 
-
 # --- 3. The history pool ----------------------------------------------------------------------
 # The discriminators are shown fakes from a history of the last 50 generated images, not only the
 # newest one (Shrivastava et al. 2017). A discriminator that only sees the current generator can
 # chase it around, and the two oscillate; remembering older fakes damps that. Udacity's notebook
 # skips the pool for brevity; we keep it because the paper (section 4) relies on it.
-
 
 class ImagePool:
     """The last `pool_size` fakes of one domain (saved in the checkpoint, like the random state
@@ -259,17 +245,15 @@ class ImagePool:
                 out.append(image)
         return torch.cat(out)
 
-
 # --- 4. One training step ---------------------------------------------------------------------
 # One iteration, in the official code's order:
 #   1. the generators take a step on their part of the objective, discriminators held fixed;
 #   2. the discriminators take a step on real images and on fakes drawn from the history pool.
-# `precision` (section 8) runs the networks in 16-bit floats where the hardware is fast at it:
+# `precision`, chosen for the hardware, runs the networks in 16-bit floats where that is fast:
 # precision.autocast() is where that happens, and precision.scaler guards fp16 gradients against
 # underflow. In fp32 both do nothing; read them as plain `loss.backward(); optimizer.step()`.
 
 LOSS_NAMES = ("D_X", "D_Y", "G_XtoY", "G_YtoX", "cycle_X", "cycle_Y", "idt_X", "idt_Y")
-
 
 def generator_step(model, real_X, real_Y, opt_G, precision, args):
     """Updates both generators, with the discriminators held fixed."""
@@ -302,7 +286,6 @@ def generator_step(model, real_X, real_Y, opt_G, precision, args):
     model.D_Y.requires_grad_(True)
     return fake_X, fake_Y, losses.detach()
 
-
 def discriminator_step(model, real_X, real_Y, fake_X, fake_Y, pools, opt_D, precision):
     """Updates D_X and D_Y: real images towards 1, fakes from the history pool towards 0."""
     opt_D.zero_grad(set_to_none=True)
@@ -320,7 +303,6 @@ def discriminator_step(model, real_X, real_Y, fake_X, fake_Y, pools, opt_D, prec
     precision.scaler.update()  # once per iteration: the next scale, from both steps' overflows
     return torch.stack([loss_D_X, loss_D_Y]).detach()
 
-
 def train_step(model, real_X, real_Y, optimizers, pools, precision, args):
     """One iteration: generators first, then discriminators. Returns the LOSS_NAMES values."""
     fake_X, fake_Y, generator_losses = generator_step(model, real_X, real_Y, optimizers[0],
@@ -328,7 +310,6 @@ def train_step(model, real_X, real_Y, optimizers, pools, precision, args):
     discriminator_losses = discriminator_step(model, real_X, real_Y, fake_X, fake_Y, pools,
                                               optimizers[1], precision)
     return torch.cat([discriminator_losses, generator_losses])
-
 
 # --- 5. Data ----------------------------------------------------------------------------------
 # Two folders of unpaired images. Both are decoded once at start-up into uint8 tensors (the whole
@@ -345,11 +326,9 @@ DOWNLOADABLE = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2
                 "cezanne2photo", "ukiyoe2photo", "vangogh2photo", "maps", "facades",
                 "iphone2dslr_flower", "ae_photos", "mini", "mini_pix2pix", "mini_colorization")
 
-
 def to_model_range(images):
     """uint8 pixels in [0, 255] -> floats in [-1, 1], the range of the generators' tanh output."""
     return images.float() / 127.5 - 1
-
 
 def resolve_data_path(data):
     """'summer2winter' -> datasets/summer2winter_yosemite, as download_data.sh places it."""
@@ -358,12 +337,10 @@ def resolve_data_path(data):
         return name
     return os.path.join("datasets", name)
 
-
 def list_images(folder):
     """All images below `folder` (Udacity's layout nests them one level deeper), sorted."""
     return sorted(os.path.join(root, name) for root, _, names in os.walk(folder)
                   for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
-
 
 def find_domain_folders(data):
     """-> the four folders (train X, train Y, test X, test Y) of a dataset in either layout."""
@@ -378,7 +355,6 @@ def find_domain_folders(data):
         f"no dataset for --data {data}: looked in {root}/ for trainA/ trainB/ (testA/ testB/) "
         f"or summer/ winter/ (test_summer/ test_winter/); "
         + (f"to get it run: bash download_data.sh {name}" if known else "check the path"))
-
 
 def load_image(path, load_size=None):
     """Any image file -> upright (3, H, W) uint8 tensor, resized to load_size x load_size if given;
@@ -404,7 +380,6 @@ def load_image(path, load_size=None):
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise CycleGANError(f"cannot read image {path}: {error}; delete or replace it") from None
 
-
 def load_folder(folder, load_size, limit=None):
     """The images in `folder` -> one (N, 3, load_size, load_size) uint8 tensor: 61 KB per image
     at 143px, a quarter of what fp32 would take."""
@@ -416,7 +391,6 @@ def load_folder(folder, load_size, limit=None):
         images[i] = load_image(path, load_size)
         print(f"\rdecoding {folder}: {i + 1}/{len(paths)}", end="" if i + 1 < len(paths) else "\n")
     return images
-
 
 class UnpairedImages:
     """Both training domains in memory as uint8, and the random crop/flip that makes each batch.
@@ -454,11 +428,10 @@ class UnpairedImages:
         y = torch.stack([self.crop_and_flip(self.images_Y[i]) for i in y_indices.tolist()])
         return to_model_range(x), to_model_range(y)
 
-
 def center_crop(images, size):
+    """The middle size x size window of uint8 images, in [-1, 1]: the fixed sample-grid view."""
     top = (images.shape[-1] - size) // 2
     return to_model_range(images[..., top:top + size, top:top + size])
-
 
 def load_dataset(args):
     """-> (UnpairedImages for training, 4 fixed test images of X and of Y for the sample grids).
@@ -472,13 +445,11 @@ def load_dataset(args):
     return (UnpairedImages(images_X, images_Y, args.image_size, args.seed),
             center_crop(test_X, args.image_size), center_crop(test_Y, args.image_size))
 
-
 # --- 6. The training loop ---------------------------------------------------------------------
 # Adam (lr 2e-4, betas 0.5/0.999), one optimiser for both generators and one for both
 # discriminators. The low beta1 (the default is 0.9) keeps the momentum short, which GANs need
 # (Radford et al. 2015). 100 epochs at the full rate, then 100 epochs falling linearly to zero.
 # Everything the loop changes lives in one Training object, which the checkpoint saves whole.
-
 
 def lr_factor(epoch, epochs, decay_epochs):
     """Multiplier of the base rate during `epoch` (from 0): 1 for the first `epochs`, then falling
@@ -486,20 +457,21 @@ def lr_factor(epoch, epochs, decay_epochs):
     (the official code's rule)."""
     return 1.0 - max(0, epoch + 1 - epochs) / (decay_epochs + 1)
 
-
 @dataclass
 class Training:
+    """What a run is made of and where it stands: all that the loop changes, and all that a
+    checkpoint must hold (with the random state) to continue it exactly."""
     model: CycleGAN
     optimizers: tuple  # Adam for both generators, Adam for both discriminators
     schedulers: tuple
     pools: tuple  # fakes of X for D_X, fakes of Y for D_Y
-    scaler: torch.amp.GradScaler  # fp16's gradient scaler (section 8); idle otherwise
+    scaler: torch.amp.GradScaler  # fp16's gradient scaler; idle in fp32 and bf16
     epoch: int = 0
     batch_index: int = 0  # batches done in the current epoch
     iteration: int = 0
 
-
 def build_training(args, device, precision):
+    """A new run: initial networks, optimisers with their schedules, empty history pools."""
     torch.manual_seed(args.seed)  # same seed, same initial weights, crops and pool draws
     model = CycleGAN(args.ngf, args.ndf, args.n_blocks).to(device)
     optimizers = tuple(torch.optim.Adam([*net_a.parameters(), *net_b.parameters()], lr=args.lr,
@@ -510,7 +482,6 @@ def build_training(args, device, precision):
         for optimizer in optimizers)
     pools = (ImagePool(args.pool_size), ImagePool(args.pool_size))
     return Training(model, optimizers, schedulers, pools, precision.scaler)
-
 
 def train(args, run_folder, checkpoint=None, introduction=""):
     """Trains a new run in `run_folder`, or continues the one in `checkpoint`. Returns the model.
@@ -570,7 +541,6 @@ def train(args, run_folder, checkpoint=None, introduction=""):
     print(log.summary())
     return run.model
 
-
 def save_sample_grid(model, test_X, test_Y, precision, path):
     """Rows: x, G(x), F(G(x)), y, F(y), G(F(y)) for fixed test images. The same images every
     time, so that grids from different iterations can be compared: G(x) shows the translation,
@@ -583,20 +553,17 @@ def save_sample_grid(model, test_X, test_Y, precision, path):
     vutils.save_image(torch.cat(rows).float(), path, nrow=len(test_X), padding=2,
                       normalize=True, value_range=(-1, 1))
 
-
 # --- 7. Using the trained model ---------------------------------------------------------------
 # The generators are fully convolutional, so a model trained on 128px crops translates photos of
 # any size whose sides are multiples of 4: we pad other sizes by reflection and crop back.
 # Two kinds of file hold generators: our checkpoint.pt (both, --direction picks one), and a bare
 # Generator state_dict such as the authors' published models (one generator, one direction).
 
-
 def translate_image(generator, image):
     """(N, 3, H, W) in [-1, 1], any H and W -> translated, same shape."""
     height, width = image.shape[-2:]
     padded = F_nn.pad(image, (0, -width % 4, 0, -height % 4), mode="reflect")
     return generator(padded)[..., :height, :width]
-
 
 def translate(options):
     """--translate: each input image -> <out>/<stem>_<direction>.png, at the input's size."""
@@ -627,21 +594,20 @@ def translate(options):
         print(f"{image_path} -> {target}")
     print(f"done: translated {len(inputs)} images {suffix} with {path}")
 
-
 def load_generator(path, direction):
     """-> (the Generator in the file at `path`, the suffix for the output names)."""
     state = read_torch_file(path)
     if "settings" in state:  # our checkpoint: both generators
-        model = CycleGAN(state["settings"]["ngf"], state["settings"]["ndf"],
-                         state["settings"]["n_blocks"])
-        model.load_state_dict(state["model"])
+        model = CycleGAN(*(state["settings"][key] for key in ("ngf", "ndf", "n_blocks")))
+        # Checkpoints from before the residual blocks took the official name still translate.
+        model.load_state_dict({key.replace(".block.", ".conv_block."): value
+                               for key, value in state["model"].items()})
         return getattr(model, "G_" + (direction or "XtoY")), direction or "XtoY"
     if direction:
         raise CycleGANError(f"--direction does not apply to {path}: it holds one generator, "
                             "which translates one way only; drop the flag")
     # A bare generator: outputs are named after the file (photo_summer2winter_yosemite.png).
     return generator_from_state_dict(state, path), os.path.splitext(os.path.basename(path))[0]
-
 
 def generator_from_state_dict(state, path):
     """A Generator state_dict in the official naming -> Generator, its size read from the keys.
@@ -665,7 +631,6 @@ def generator_from_state_dict(state, path):
                             f"{len(blocks)} blocks: {str(error).splitlines()[1].strip()}") from None
     return generator
 
-
 # ==============================================================================================
 # The machinery. What follows makes the program pleasant to use (precision, checkpoints, run
 # folders, Ctrl-C, the demo task, the command line) but holds nothing of CycleGAN itself: a
@@ -677,7 +642,6 @@ def generator_from_state_dict(state, path):
 # weights, optimiser and losses stay fp32): 1.5x faster on a 2-core CPU with bf16 instructions,
 # more on GPUs with tensor cores. fp16 has a narrow range, so its gradients are scaled up before
 # backward and checked for overflow (the GradScaler); bf16 has fp32's range and needs no scaler.
-
 
 class Precision:
     """How the networks compute: "fp32", or autocast to "bf16" or "fp16"."""
@@ -695,7 +659,6 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
 
-
 def cpu_has_native_bf16():
     """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is
     emulated and slower than fp32. Linux tells us in /proc/cpuinfo; elsewhere we assume not."""
@@ -705,7 +668,6 @@ def cpu_has_native_bf16():
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
 
 def automatic_precision(device):
     """bf16 on CUDA GPUs of capability 8.0 and later (Ampere on) and on CPUs with bf16
@@ -717,25 +679,21 @@ def automatic_precision(device):
         return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
     return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
-
 def precision_for(requested, device):
     """The Precision that --precision asks for on this device; training and translating share it."""
     return Precision(automatic_precision(device) if requested == "auto" else requested, device)
-
 
 def choose_device(name):
     """'auto' takes the first of cuda, mps and cpu that this machine has."""
     count = {"cuda": torch.cuda.device_count(), "mps": int(torch.backends.mps.is_available()),
              "cpu": 1}
-    if name == "auto":
-        name = next(kind for kind in count if count[kind])
+    name = next(kind for kind in count if count[kind]) if name == "auto" else name
     kind, _, index = name.partition(":")
     if kind not in count or not (index or "0").isdigit():
         raise CycleGANError(f"--device {name}: unknown; use auto, cpu, cuda, cuda:N or mps")
     if int(index or 0) >= count[kind]:
         raise CycleGANError(f"--device {name}: this machine has no such device that torch can use")
     return torch.device(name)
-
 
 def reset_peak_memory(device):
     """Starts this run's own peak-memory count (a notebook may run several in one process)."""
@@ -745,17 +703,15 @@ def reset_peak_memory(device):
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
 
-
 def peak_memory(device):
-    """The most memory this run has held: on the GPU, or in RAM (Linux only) on the CPU."""
+    """The most memory this run has held: on the GPU, or in RAM (read on Linux) on the CPU."""
     if device.type == "cuda":
         return f"{torch.cuda.max_memory_allocated(device) / 1e9:.2f} GB GPU"
-    if device.type == "cpu" and os.path.exists("/proc/self/status"):
-        with open("/proc/self/status") as f:
-            kilobytes = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
-        return f"{kilobytes / 1e6:.2f} GB RAM"
-    return "not measured on this device"
-
+    if device.type != "cpu" or not os.path.exists("/proc/self/status"):
+        return "not measured here"
+    with open("/proc/self/status") as f:
+        kilobytes = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
+    return f"{kilobytes / 1e6:.2f} GB RAM"
 
 # --- 9. Checkpoints, exact resume, progress -------------------------------------------------
 # Everything that decides the future of a run lives in one checkpoint dict: the networks, Adam's
@@ -763,13 +719,13 @@ def peak_memory(device):
 # (whose order is rebuilt from the seed). Restored, the run continues as if it had never
 # stopped: bit for bit on a CPU (a GPU's fastest kernels are not bitwise repeatable).
 
-
 def parts_of(run):
+    """The parts of a run that have a state_dict, by their names in the checkpoint."""
     names = ("model", "optimizer_G", "optimizer_D", "scheduler_G", "scheduler_D", "scaler")
     return dict(zip(names, (run.model, *run.optimizers, *run.schedulers, run.scaler)))
 
-
 def save_training(run_folder, run, args, log):
+    """Writes <run_folder>/checkpoint.pt: the run, its settings, the random state, its position."""
     log.stop_if_not_finite(run.iteration)  # never save a poisoned model over a good one
     state = {name: part.state_dict() for name, part in parts_of(run).items()}
     state.update(settings=vars(args), pools=[[image.cpu() for image in pool.images]
@@ -779,8 +735,8 @@ def save_training(run_folder, run, args, log):
     save_checkpoint(os.path.join(run_folder, "checkpoint.pt"), state)
     log.saved_at = run.iteration
 
-
 def restore_training(run, checkpoint, device):
+    """Puts a checkpoint's state into a freshly built run, which then continues where it was."""
     for name, part in parts_of(run).items():
         if name != "scaler" or run.scaler.is_enabled():
             part.load_state_dict(checkpoint[name])
@@ -791,7 +747,6 @@ def restore_training(run, checkpoint, device):
     torch.set_rng_state(checkpoint["rng"])
     print(f"resumed at iteration {run.iteration} (epoch {run.epoch + 1})")
 
-
 def save_checkpoint(path, state):
     """Atomic save: a kill at any moment leaves either the old checkpoint or the new one whole."""
     # Write everything to a temporary file beside the checkpoint, force it onto the disk (fsync),
@@ -801,7 +756,6 @@ def save_checkpoint(path, state):
         f.flush()
         os.fsync(f.fileno())
     os.replace(path + ".tmp", path)
-
 
 def read_torch_file(path):
     """A .pt or .pth file -> its dict (on the CPU), or a one-line error naming the file."""
@@ -818,15 +772,12 @@ def read_torch_file(path):
         raise CycleGANError(f"{path} holds a {type(state).__name__}, not a checkpoint")
     return state
 
-
 def load_checkpoint(path):
     """checkpoint.pt of a cyclegan.py run -> its dict, or a one-line error naming the file."""
-    state = read_torch_file(path)
-    if "settings" not in state:
+    if "settings" not in (state := read_torch_file(path)):
         raise CycleGANError(f"{path} is not a cyclegan.py training checkpoint (a bare generator "
                             "file can be used with --translate, not resumed)")
     return state
-
 
 class ProgressLog:
     """Progress lines, losses.csv and the closing `done:` line. Losses stay on the device and are
@@ -843,6 +794,7 @@ class ProgressLog:
                 csv.writer(f).writerow(["iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it"])
 
     def add(self, losses, seconds):
+        """One iteration's losses (on the device) and its time in seconds."""
         self.loss_sum += losses
         self.summed, self.steps = self.summed + 1, self.steps + 1
         self.step_times.append(seconds)
@@ -879,7 +831,6 @@ class ProgressLog:
                 f"{statistics.median(steady):.3f} s/it (median after the first 5), "
                 f"peak memory {peak_memory(self.device)}")
 
-
 # --- 10. Run folders and settings -------------------------------------------------------------
 # A new run goes to the first free folder of runs/<dataset>, runs/<dataset>2, runs/<dataset>3 ...
 # (the convention of ultralytics and Lightning), so running a command twice never fails and never
@@ -898,11 +849,9 @@ RUNNING_OPTIONS = {
                           "fp16 on older CUDA GPUs, else fp32)"),
 }
 
-
 def run_name(data):
     """'summer2winter' -> summer2winter_yosemite; a folder path -> its last part."""
     return os.path.basename(os.path.normpath(resolve_data_path(data))) if data != "demo" else data
-
 
 def latest_run_folder(data):
     """The newest of runs/<name>, runs/<name>2, ... that holds a checkpoint."""
@@ -915,14 +864,13 @@ def latest_run_folder(data):
                             f"checkpoint.pt); train one with: {command_to_run(['--data', data])}")
     return max(runs, key=lambda folder: os.path.getmtime(f"{folder}/checkpoint.pt"))
 
-
 def new_run_folder(data):
+    """The first free one of runs/<name>, runs/<name>2, runs/<name>3, ..."""
     name, number = os.path.join("runs", run_name(data)), 2
     folder = name
     while os.path.exists(folder):
         folder, number = f"{name}{number}", number + 1
     return folder
-
 
 def prepare_run(typed):
     """Flags typed on the command line -> (settings, run folder, checkpoint or None, a text that
@@ -956,7 +904,6 @@ def prepare_run(typed):
         f"{key.replace('_', '-')} {value}" for key, value in vars(args).items()) + "\n"
     return args, run_folder, checkpoint, introduction
 
-
 def check_settings(args):
     """Reject impossible settings before any work starts, each with one line that says why."""
     if args.image_size % 4 or args.image_size < 24:
@@ -977,23 +924,23 @@ def check_settings(args):
     if args.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise CycleGANError(f"--precision {args.precision}: use auto, fp32, bf16 or fp16")
 
-
 # --- 11. Ctrl-C -------------------------------------------------------------------------------
-
+# Python turns Ctrl-C into a KeyboardInterrupt wherever the program happens to be, which could be
+# half-way through an optimiser step. Jupyter's and Colab's stop button sends the same signal
+# (SIGINT) to the kernel. Both are caught here and turned into a request that the loop honours.
 
 class StopOnCtrlC:
     """Ctrl-C (or a notebook's stop button) only asks to stop: the iteration under way finishes,
     the run is saved, and the command to resume is printed. A second Ctrl-C stops at once."""
 
     def __enter__(self):
-        self.requested = False
-        try:
+        self.requested, self.previous_handler = False, None
+        with contextlib.suppress(ValueError):  # only the main thread may set handlers
             self.previous_handler = signal.signal(signal.SIGINT, self.request)
-        except ValueError:  # handlers can only be set from the main thread: leave Ctrl-C alone
-            self.previous_handler = None
         return self
 
     def request(self, signum, frame):
+        """The SIGINT handler: the first asks, the second insists."""
         if self.requested:
             raise KeyboardInterrupt  # the checkpoint on disk stays whole: saves are atomic
         self.requested = True
@@ -1003,7 +950,6 @@ class StopOnCtrlC:
         if self.previous_handler is not None:
             signal.signal(signal.SIGINT, self.previous_handler)
 
-
 # --- 12. The demo task (--data demo) ----------------------------------------------------------
 # The same random landscape drawn in summer and in winter. Training sees the two seasons unpaired,
 # like the real task, but evaluation can compare G(x) with the true winter twin of x, which no
@@ -1012,7 +958,6 @@ class StopOnCtrlC:
 SEASONS = {"summer": ((0.25, 0.45, 0.85), (0.6, 0.8, 1.0), (0.3, 0.65, 0.2), (1.0, 0.85, 0.2)),
            "winter": ((0.3, 0.38, 0.55), (0.62, 0.68, 0.78), (0.95, 0.95, 0.97), (1, 0.97, 0.85))}
 DEMO_TEST_FIRST = 10_000  # scenes from here on are held out, drawn in both seasons for checks
-
 
 def demo_images(first_scene, count, size, season):
     """Landscapes first_scene ... first_scene + count - 1 (a sky, a sun, a ridge of hills) in one
@@ -1032,15 +977,14 @@ def demo_images(first_scene, count, size, season):
         images.append(torch.where(ys > ridge, ground * (1 - 0.25 * (ys - ridge)), image))
     return (torch.stack(images) * 255).round().to(torch.uint8)
 
-
 def load_demo_dataset(args):
-    # Summer draws scenes 0-199, winter 200-399: the twin of a training image is never shown.
+    """load_dataset for --data demo. Summer draws scenes 0-199, winter 200-399: the winter twin
+    of a summer training image is never shown."""
     images_X = demo_images(0, 200, args.load_size, "summer")
     images_Y = demo_images(200, 200, args.load_size, "winter")
     test_X = to_model_range(demo_images(DEMO_TEST_FIRST, 4, args.image_size, "summer"))
     test_Y = to_model_range(demo_images(DEMO_TEST_FIRST + 4, 4, args.image_size, "winter"))
     return UnpairedImages(images_X, images_Y, args.image_size, args.seed), test_X, test_Y
-
 
 def demo_translation_errors(model, size, precision, count=64):
     """Mean |G(x) - y| and |F(y) - x| (in [-1, 1] units) on held-out demo scenes whose other
@@ -1058,13 +1002,12 @@ def demo_translation_errors(model, size, precision, count=64):
             "average_XtoY": (other_y.mean(0) - y).abs().mean().item(),
             "average_YtoX": (other_x.mean(0) - x).abs().mean().item()}
 
-
 def print_demo_check(model, size, precision):
+    """The end of a demo run: how close its translations came to the true answers."""
     errors = demo_translation_errors(model, size, precision)
     print(f"demo check, mean |error| on 64 held-out scenes: G(x) vs true y {errors['XtoY']:.3f}, "
           f"F(y) vs true x {errors['YtoX']:.3f}; doing nothing {errors['identity']:.3f}, "
           f"average target image {errors['average_XtoY']:.3f} / {errors['average_YtoX']:.3f}")
-
 
 # --- 13. Command line and notebooks -----------------------------------------------------------
 # From a shell, the file trains (or translates) at once. Pasted into a notebook cell, it only
@@ -1072,15 +1015,16 @@ def print_demo_check(model, size, precision):
 # main([...]) takes the flags as a list, and a user error prints one line instead of raising
 # SystemExit (whose traceback would keep the run's model and images alive in memory).
 
-
 class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would print a usage block and exit with status 2
+    """argparse, but a mistyped flag is our usual one-line error, not a usage block and exit 2
+    (which in a notebook would show a usage headed "ipykernel_launcher.py" and a traceback)."""
+
+    def error(self, message):
         raise CycleGANError(f"{message}; see {command_to_run(['--help'])}")
 
-
 def build_arg_parser():
-    # No defaults here: a flag that is absent from the result was not typed, and its value comes
-    # from the settings tables, DEMO_SETTINGS or the checkpoint (prepare_run).
+    """Flags for every setting. No defaults are set here: a flag absent from the result was not
+    typed, and its value comes from the settings tables, DEMO_SETTINGS or the checkpoint."""
     parser = ArgumentParser(prog="cyclegan.py", argument_default=argparse.SUPPRESS,
                             description="Train CycleGAN (Zhu et al. 2017) or translate images.")
     for key, (default, meaning) in {**PAPER_SETTINGS, **RUNNING_OPTIONS}.items():
@@ -1099,11 +1043,9 @@ def build_arg_parser():
                         help="for --translate with a checkpoint.pt: XtoY (default) or YtoX")
     return parser
 
-
 def in_notebook():
     """True inside a Jupyter kernel (Colab's included): it imports ipykernel before any cell."""
     return "ipykernel" in sys.modules or "google.colab" in sys.modules
-
 
 def command_to_run(arguments):
     """How to run cyclegan.py with these arguments where the user is: a shell or a notebook."""
@@ -1111,11 +1053,9 @@ def command_to_run(arguments):
         return f"main({json.dumps(arguments)})"
     return "python cyclegan.py " + shlex.join(arguments)
 
-
 def main(argv=None):
     """Command line: python cyclegan.py --data summer2winter. Notebook: main(["--data", "demo"])."""
-    if argv is None:
-        argv = [] if in_notebook() else sys.argv[1:]  # a kernel's own arguments are not ours
+    argv = ([] if in_notebook() else sys.argv[1:]) if argv is None else argv  # not a kernel's
     cudnn_benchmark = torch.backends.cudnn.benchmark
     try:
         typed = vars(build_arg_parser().parse_args(argv))
@@ -1134,7 +1074,6 @@ def main(argv=None):
             raise
     finally:
         torch.backends.cudnn.benchmark = cudnn_benchmark  # leave the process as we found it
-
 
 if __name__ == "__main__":
     if in_notebook():  # pasted into a Jupyter or Colab cell: define, but do not start hours of work

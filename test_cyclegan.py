@@ -1024,6 +1024,18 @@ def test_our_generator_saved_alone_is_an_official_format_file(tmp_path, capsys, 
     assert Image.open("translated/photo_mine.png").size == (40, 36)
 
 
+def test_checkpoints_from_before_the_official_names_still_translate(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_dataset(tmp_path / "data")
+    run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys)
+    state = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
+    state["model"] = {k.replace(".conv_block.", ".block."): v for k, v in state["model"].items()}
+    torch.save(state, "old.pt")
+    write_image("photo.png")
+    run_main(["--translate", "photo.png", "--checkpoint", "old.pt"], capsys)
+    assert Image.open("translated/photo_XtoY.png").size == (40, 36)
+
+
 def test_wrong_generator_files_give_one_line_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_image("photo.png")
