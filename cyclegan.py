@@ -236,13 +236,10 @@ class ImagePool:
         for image in images.detach().float().split(1):
             if len(self.images) < self.pool_size:
                 self.images.append(image)
-                out.append(image)
-            elif torch.rand(1).item() < 0.5:
+            elif torch.rand(1).item() < 0.5:  # swap: the stored fake goes out, the new one in
                 i = torch.randint(self.pool_size, (1,)).item()
-                out.append(self.images[i])
-                self.images[i] = image
-            else:
-                out.append(image)
+                self.images[i], image = image, self.images[i]
+            out.append(image)
         return torch.cat(out)
 
 # --- 4. One training step ---------------------------------------------------------------------
@@ -499,6 +496,8 @@ def train(args, run_folder, checkpoint=None, introduction=""):
     print(f"device {device}, precision {precision.name}; {len(data.images_X)} images in X, "
           f"{len(data.images_Y)} in Y, {batches_per_epoch} iterations per epoch, "
           f"stopping at iteration {last}")
+    if run.iteration >= last:
+        print(f"nothing to train: this run has reached its last iteration, {last}")
     log = ProgressLog(run_folder, run.iteration, device)
     # Epochs of batches until the schedule ends (or --max-iters). Every so many iterations: a
     # progress line, a sample grid, a checkpoint; and a checkpoint at every epoch end.

@@ -1,4 +1,4 @@
-"""What cyclegan.py promises, as tests. Run: python -m pytest -q  (about 4 minutes on 2 CPU cores).
+"""What cyclegan.py promises, as tests. Run: python -m pytest -q  (about 5 minutes on 2 CPU cores).
 
 Small networks (--ngf 4 --n-blocks 1) and 32px images keep the training tests fast; the shapes and
 parameter counts are checked at the paper's sizes. GPUs are pretended to by monkeypatching the
