@@ -737,7 +737,7 @@ def save_training(run_folder, run, args, log):
 def restore_training(run, checkpoint, device):
     """Puts a checkpoint's state into a freshly built run, which then continues where it was."""
     for name, part in parts_of(run).items():
-        if name != "scaler" or run.scaler.is_enabled():
+        if name != "scaler" or (run.scaler.is_enabled() and checkpoint["scaler"]):  # {}: fp32
             part.load_state_dict(checkpoint[name])
     for pool, images in zip(run.pools, checkpoint["pools"]):
         pool.images = [image.to(device) for image in images]

@@ -592,6 +592,13 @@ def test_resume_takes_its_settings_from_the_checkpoint(tmp_path, capsys, monkeyp
     error = fails_with(["--data", "data", "--resume", "--ngf", "8"], capsys)
     assert error.count("\n") == 1 and "--ngf 8 does not match the checkpoint's 4" in error
     assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 3
+    # how it runs may change: an fp32 run continues in fp16 (its saved scaler state is empty),
+    # and then again in fp16, with the scaler's state restored
+    for iterations in ("4", "5"):
+        run_main(["--data", "data", "--resume", "--max-iters", iterations, "--precision", "fp16"],
+                 capsys)
+    state = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
+    assert state["iteration"] == 5 and state["scaler"]["scale"] > 0
 
 
 def test_checkpoint_survives_sigkill_while_saving(tmp_path, capsys, monkeypatch):
