@@ -5,7 +5,6 @@ parameter counts are checked at the paper's sizes. GPUs are pretended to by monk
 torch.cuda queries that cyclegan.py asks.
 """
 import argparse
-import contextlib
 import http.server
 import importlib.util
 import io
