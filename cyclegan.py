@@ -498,6 +498,8 @@ def train(args, run_folder, checkpoint=None, introduction=""):
           f"stopping at iteration {last}")
     if run.iteration >= last:
         print(f"nothing to train: this run has reached its last iteration, {last}")
+    test_X, test_Y = test_X.to(device), test_Y.to(device)
+    os.makedirs(f"{run_folder}/samples", exist_ok=True)
     log = ProgressLog(run_folder, run.iteration, device)
     # Epochs of batches until the schedule ends (or --max-iters). Every so many iterations: a
     # progress line, a sample grid, a checkpoint; and a checkpoint at every epoch end.
@@ -514,7 +516,7 @@ def train(args, run_folder, checkpoint=None, introduction=""):
                                     precision, args)
                 run.batch_index, run.iteration = run.batch_index + 1, run.iteration + 1
                 log.add(losses, time.perf_counter() - step_start)
-                if run.iteration % args.log_every == 0 or log.steps == 1:
+                if run.iteration % args.log_every == 0 or len(log.step_times) == 1:
                     log.write(run, last)
                 if run.iteration % args.sample_every == 0:
                     save_sample_grid(run.model, test_X, test_Y, precision,
@@ -530,7 +532,7 @@ def train(args, run_folder, checkpoint=None, introduction=""):
                 save_training(run_folder, run, args, log)
         if log.saved_at != run.iteration:
             save_training(run_folder, run, args, log)
-    if log.steps:
+    if log.step_times:
         save_sample_grid(run.model, test_X, test_Y, precision, f"{run_folder}/samples/last.png")
     if args.data == "demo":
         print_demo_check(run.model, args.image_size, precision)
@@ -544,11 +546,9 @@ def save_sample_grid(model, test_X, test_Y, precision, path):
     """Rows: x, G(x), F(G(x)), y, F(y), G(F(y)) for fixed test images. The same images every
     time, so that grids from different iterations can be compared: G(x) shows the translation,
     F(G(x)) how well the cycle brings x back."""
-    device = next(model.parameters()).device
     with torch.no_grad(), precision.autocast():
-        fake_Y, fake_X = model.G_XtoY(test_X.to(device)), model.G_YtoX(test_Y.to(device))
-        rows = [test_X.to(device), fake_Y, model.G_YtoX(fake_Y),
-                test_Y.to(device), fake_X, model.G_XtoY(fake_X)]
+        fake_Y, fake_X = model.G_XtoY(test_X), model.G_YtoX(test_Y)
+        rows = [test_X, fake_Y, model.G_YtoX(fake_Y), test_Y, fake_X, model.G_XtoY(fake_X)]
     vutils.save_image(torch.cat(rows).float(), path, nrow=len(test_X), padding=2,
                       normalize=True, value_range=(-1, 1))
 
@@ -567,7 +567,7 @@ def translate_image(generator, image):
 def translate(options):
     """--translate: each input image -> <out>/<stem>_<direction>.png, at the input's size."""
     path = options.get("checkpoint") or os.path.join(
-        latest_run_folder(options.get("data", "summer2winter")), "checkpoint.pt")
+        latest_run_folder(options.get("data", PAPER_SETTINGS["data"][0])), "checkpoint.pt")
     generator, suffix = load_generator(path, options.get("direction"))
     inputs = []
     for given in options["translate"]:  # files, and folders of images (searched recursively)
@@ -583,12 +583,13 @@ def translate(options):
     # eval() changes nothing for these networks (no dropout; instance norm keeps no running
     # statistics), but it states the intent.
     generator = generator.to(device).eval()
-    os.makedirs(options.get("out", "translated"), exist_ok=True)
+    out_folder = options.get("out", "translated")
+    os.makedirs(out_folder, exist_ok=True)
     for image_path, stem in zip(inputs, stems):  # one at a time: photos differ in size
         image = to_model_range(load_image(image_path).to(device))[None]
         with torch.no_grad(), precision.autocast():
             translated = translate_image(generator, image)[0].float().cpu()
-        target = os.path.join(options.get("out", "translated"), f"{stem}_{suffix}.png")
+        target = os.path.join(out_folder, f"{stem}_{suffix}.png")
         TF.to_pil_image((translated + 1) / 2).save(target)
         print(f"{image_path} -> {target}")
     print(f"done: translated {len(inputs)} images {suffix} with {path}")
@@ -784,9 +785,8 @@ class ProgressLog:
 
     def __init__(self, run_folder, iteration, device):
         self.csv_path, self.device, self.saved_at = f"{run_folder}/losses.csv", device, iteration
-        self.loss_sum, self.summed, self.steps = torch.zeros(len(LOSS_NAMES), device=device), 0, 0
-        self.step_times, self.start = [], time.perf_counter()
-        os.makedirs(f"{run_folder}/samples", exist_ok=True)
+        self.loss_sum, self.summed = torch.zeros(len(LOSS_NAMES), device=device), 0
+        self.step_times, self.start = [], time.perf_counter()  # one entry per step of this run
         reset_peak_memory(device)
         if iteration == 0:  # a resumed run appends to its losses.csv
             with open(self.csv_path, "w", newline="") as f:
@@ -795,7 +795,7 @@ class ProgressLog:
     def add(self, losses, seconds):
         """One iteration's losses (on the device) and its time in seconds."""
         self.loss_sum += losses
-        self.summed, self.steps = self.summed + 1, self.steps + 1
+        self.summed += 1
         self.step_times.append(seconds)
 
     def stop_if_not_finite(self, iteration):
@@ -826,7 +826,7 @@ class ProgressLog:
         # The first steps are slower (memory allocation, kernel selection): the median after them
         # is the speed a long run will have.
         steady = self.step_times[5:] or self.step_times or [0.0]
-        return (f"done: {self.steps} iterations in {time.perf_counter() - self.start:.1f} s, "
+        return (f"done: {len(self.step_times)} iterations in {time.perf_counter() - self.start:.1f} s, "
                 f"{statistics.median(steady):.3f} s/it (median after the first 5), "
                 f"peak memory {peak_memory(self.device)}")
 
