@@ -28,7 +28,6 @@ prints how to start; then call main(["--data", "summer2winter"]) from the next c
 """
 import argparse
 import contextlib
-import csv
 import datetime
 import json
 import math
@@ -39,11 +38,11 @@ import signal
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F_nn  # "F" is the paper's name for the Y->X generator
+import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 import torchvision.utils as vutils
 from PIL import Image, ImageOps
@@ -96,7 +95,6 @@ class CycleGANError(Exception):
 class ResidualBlock(nn.Module):
     """R256: two 3x3 convolutions whose output is *added* to the input, so each block only has to
     learn a change to the image features (easy to start near "change nothing")."""
-
     def __init__(self, channels):
         super().__init__()
         self.conv_block = nn.Sequential(  # the official name, kept for its state_dict keys
@@ -117,7 +115,6 @@ class Generator(nn.Module):
     cause the checkerboard pattern visible in early samples (Odena et al. 2016: the kernel
     overlaps some output pixels more than others); training mostly smooths it away, and a
     resize-then-convolve layer would avoid it but could not load the authors' weights."""
-
     def __init__(self, ngf=64, n_blocks=6):
         super().__init__()
         layers = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7),  # c7s1-64: (N, 64, H, W)
@@ -144,7 +141,6 @@ class Discriminator(nn.Module):
     Where 70 comes from: one output score sees 4 pixels of the last layer's input (kernel 4);
     each layer going back widens that to stride * width + (kernel - stride): 4 -> 7 (C512,
     stride 1) -> 16 -> 34 -> 70 (C256, C128, C64, stride 2). So each score judges a 70x70 patch."""
-
     def __init__(self, ndf=64):
         super().__init__()
         layers = [nn.Conv2d(3, ndf, 4, stride=2, padding=1),  # C64, no norm: (N, 64, 64, 64)
@@ -170,7 +166,6 @@ def init_weights(module):
 class CycleGAN(nn.Module):
     """The four networks in one module, so one state_dict and one .to(device) cover them all.
     X is the first domain (summer), Y the second (winter); D_Y judges images *in* domain Y."""
-
     def __init__(self, ngf=64, ndf=64, n_blocks=6):
         super().__init__()
         self.G_XtoY = Generator(ngf, n_blocks)  # the paper's G
@@ -222,7 +217,6 @@ def identity_loss(real, same, lambda_weight):
 class ImagePool:
     """The last `pool_size` fakes of one domain (saved in the checkpoint, like the random state
     that decides which old fake comes back, so a resumed run draws the same ones)."""
-
     def __init__(self, pool_size):
         self.pool_size = pool_size
         self.images = []  # each (1, 3, H, W), fp32, on the training device
@@ -347,11 +341,9 @@ def find_domain_folders(data):
         if os.path.isdir(folders[0]) and os.path.isdir(folders[1]):
             return folders
     name = os.path.basename(root)
-    known = os.path.dirname(root) == "datasets" and name in DOWNLOADABLE
-    raise CycleGANError(
-        f"no dataset for --data {data}: looked in {root}/ for trainA/ trainB/ (testA/ testB/) "
-        f"or summer/ winter/ (test_summer/ test_winter/); "
-        + (f"to get it run: bash download_data.sh {name}" if known else "check the path"))
+    hint = f"to get it run: bash download_data.sh {name}" if name in DOWNLOADABLE else "check it"
+    raise CycleGANError(f"no dataset for --data {data}: looked in {root}/ for trainA/ trainB/ "
+                        f"(testA/ testB/) or summer/ winter/ (test_summer/ test_winter/); {hint}")
 
 def load_image(path, load_size=None):
     """Any image file -> upright (3, H, W) uint8 tensor, resized to load_size x load_size if given;
@@ -396,39 +388,29 @@ class UnpairedImages:
     are never the same scene (they could not be: the photos are unpaired). Like the official code,
     an epoch has max(|X|, |Y|) images, wrapping around the smaller domain.
     """
-
     def __init__(self, images_X, images_Y, image_size, seed):
-        self.images_X, self.images_Y = images_X, images_Y
-        self.image_size, self.seed = image_size, seed
+        self.images_X, self.images_Y, self.seed = images_X, images_Y, seed
+        # A random 128px window of the 143px image, mirrored half the time: the official code's
+        # only augmentation, which gives a ~1,000-photo domain more variety to learn from.
+        self.augment = T.Compose([T.RandomCrop(image_size), T.RandomHorizontalFlip()])
 
     def __len__(self):
         return max(len(self.images_X), len(self.images_Y))
 
-    def epoch_order(self, epoch):
-        """-> (x_indices, y_indices), one pair per image of the epoch. The order is derived from
+    def epoch_batches(self, epoch, batch_size):
+        """-> the epoch's batches, as (x_indices, y_indices) pairs. The order is derived from
         (seed, epoch) alone, so a resumed run can rebuild the epoch it stopped in."""
         rng = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         x_indices = torch.randperm(len(self), generator=rng) % len(self.images_X)
         y_indices = torch.randint(len(self.images_Y), (len(self),), generator=rng)
-        return x_indices, y_indices
+        return list(zip(x_indices.split(batch_size), y_indices.split(batch_size)))
 
-    def crop_and_flip(self, image):
-        # A random 128px window of the 143px image, mirrored half the time: the official code's
-        # only augmentation, which gives a ~1,000-photo domain more variety to learn from.
-        top, left = torch.randint(image.shape[-1] - self.image_size + 1, (2,)).tolist()
-        image = image[:, top:top + self.image_size, left:left + self.image_size]
-        return image.flip(-1) if torch.rand(1).item() < 0.5 else image
-
-    def batch(self, x_indices, y_indices):
+    def batch(self, x_indices, y_indices, device):
         """Cached uint8 (3, load, load) images -> a float batch (N, 3, size, size) in [-1, 1]."""
-        x = torch.stack([self.crop_and_flip(self.images_X[i]) for i in x_indices.tolist()])
-        y = torch.stack([self.crop_and_flip(self.images_Y[i]) for i in y_indices.tolist()])
-        return to_model_range(x), to_model_range(y)
-
-def center_crop(images, size):
-    """The middle size x size window of uint8 images, in [-1, 1]: the fixed sample-grid view."""
-    top = (images.shape[-1] - size) // 2
-    return to_model_range(images[..., top:top + size, top:top + size])
+        x = torch.stack([self.augment(self.images_X[i]) for i in x_indices.tolist()])
+        y = torch.stack([self.augment(self.images_Y[i]) for i in y_indices.tolist()])
+        # uint8 travels to the GPU, 4x smaller than the floats it becomes there
+        return to_model_range(x.to(device)), to_model_range(y.to(device))
 
 def load_dataset(args):
     """-> (UnpairedImages for training, 4 fixed test images of X and of Y for the sample grids).
@@ -440,7 +422,8 @@ def load_dataset(args):
     test_X = load_folder(test_X, args.load_size, 4) if list_images(test_X) else images_X[:4]
     test_Y = load_folder(test_Y, args.load_size, 4) if list_images(test_Y) else images_Y[:4]
     return (UnpairedImages(images_X, images_Y, args.image_size, args.seed),
-            center_crop(test_X, args.image_size), center_crop(test_Y, args.image_size))
+            to_model_range(TF.center_crop(test_X, args.image_size)),
+            to_model_range(TF.center_crop(test_Y, args.image_size)))
 
 # --- 6. The training loop ---------------------------------------------------------------------
 # Adam (lr 2e-4, betas 0.5/0.999), one optimiser for both generators and one for both
@@ -448,44 +431,32 @@ def load_dataset(args):
 # (Radford et al. 2015). 100 epochs at the full rate, then 100 epochs falling linearly to zero.
 # Everything the loop changes lives in one Training object, which the checkpoint saves whole.
 
-def lr_factor(epoch, epochs, decay_epochs):
-    """Multiplier of the base rate during `epoch` (from 0): 1 for the first `epochs`, then falling
-    by 1/(decay_epochs + 1) per epoch, so the line would reach 0 the epoch after the last
+def learning_rate(epoch, args):
+    """The rate during `epoch` (from 0): --lr for the first --epochs, then falling by
+    1/(decay_epochs + 1) of it per epoch, so the line would reach 0 the epoch after the last
     (the official code's rule)."""
-    return 1.0 - max(0, epoch + 1 - epochs) / (decay_epochs + 1)
+    return args.lr * (1.0 - max(0, epoch + 1 - args.epochs) / (args.decay_epochs + 1))
 
-@dataclass
 class Training:
     """What a run is made of and where it stands: all that the loop changes, and all that a
     checkpoint must hold (with the random state) to continue it exactly."""
-    model: CycleGAN
-    optimizers: tuple  # Adam for both generators, Adam for both discriminators
-    schedulers: tuple
-    pools: tuple  # fakes of X for D_X, fakes of Y for D_Y
-    scaler: torch.amp.GradScaler  # fp16's gradient scaler; idle in fp32 and bf16
-    epoch: int = 0
-    batch_index: int = 0  # batches done in the current epoch
-    iteration: int = 0
-
-def build_training(args, device, precision):
-    """A new run: initial networks, optimisers with their schedules, empty history pools."""
-    torch.manual_seed(args.seed)  # same seed, same initial weights, crops and pool draws
-    model = CycleGAN(args.ngf, args.ndf, args.n_blocks).to(device)
-    optimizers = tuple(torch.optim.Adam([*net_a.parameters(), *net_b.parameters()], lr=args.lr,
-                                        betas=(0.5, 0.999))
-                       for net_a, net_b in ((model.G_XtoY, model.G_YtoX), (model.D_X, model.D_Y)))
-    schedulers = tuple(torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda epoch: lr_factor(epoch, args.epochs, args.decay_epochs))
-        for optimizer in optimizers)
-    pools = (ImagePool(args.pool_size), ImagePool(args.pool_size))
-    return Training(model, optimizers, schedulers, pools, precision.scaler)
+    def __init__(self, args, device, precision):
+        torch.manual_seed(args.seed)  # same seed, same initial weights, crops and pool draws
+        self.model = model = CycleGAN(args.ngf, args.ndf, args.n_blocks).to(device)
+        # Adam for both generators, Adam for both discriminators
+        self.optimizers = tuple(torch.optim.Adam([*a.parameters(), *b.parameters()], lr=args.lr,
+                                                 betas=(0.5, 0.999))
+                                for a, b in ((model.G_XtoY, model.G_YtoX), (model.D_X, model.D_Y)))
+        self.pools = (ImagePool(args.pool_size), ImagePool(args.pool_size))  # for D_X, for D_Y
+        self.scaler = precision.scaler  # fp16's gradient scaler; idle in fp32 and bf16
+        self.epoch = self.batch_index = self.iteration = 0  # batch_index: done in this epoch
 
 def train(args, run_folder, checkpoint=None, introduction=""):
     """Trains a new run in `run_folder`, or continues the one in `checkpoint`. Returns the model.
     `introduction` (what is run, with which settings) is printed once the data has loaded."""
     device = choose_device(args.device)
-    precision = precision_for(args.precision, device)
-    run = build_training(args, device, precision)
+    precision = Precision(args.precision, device)
+    run = Training(args, device, precision)
     # The data is read before anything is written: a bad dataset leaves no run folder behind.
     data, test_X, test_Y = load_dataset(args)
     print(introduction, end="")
@@ -505,13 +476,12 @@ def train(args, run_folder, checkpoint=None, introduction=""):
     # progress line, a sample grid, a checkpoint; and a checkpoint at every epoch end.
     with StopOnCtrlC() as ctrl_c:
         while run.iteration < last and not ctrl_c.requested:
-            x_order, y_order = data.epoch_order(run.epoch)
-            while run.batch_index < batches_per_epoch and run.iteration < last:
+            batches = data.epoch_batches(run.epoch, args.batch_size)
+            for optimizer in run.optimizers:
+                optimizer.param_groups[0]["lr"] = learning_rate(run.epoch, args)
+            while run.batch_index < len(batches) and run.iteration < last:
                 step_start = time.perf_counter()
-                batch = slice(run.batch_index * args.batch_size,
-                              (run.batch_index + 1) * args.batch_size)
-                real_X, real_Y = data.batch(x_order[batch], y_order[batch])
-                real_X, real_Y = real_X.to(device), real_Y.to(device)
+                real_X, real_Y = data.batch(*batches[run.batch_index], device)
                 losses = train_step(run.model, real_X, real_Y, run.optimizers, run.pools,
                                     precision, args)
                 run.batch_index, run.iteration = run.batch_index + 1, run.iteration + 1
@@ -525,12 +495,10 @@ def train(args, run_folder, checkpoint=None, introduction=""):
                     save_training(run_folder, run, args, log)
                 if ctrl_c.requested:
                     break
-            if run.batch_index == batches_per_epoch:  # the epoch is complete: next learning rate
-                for scheduler in run.schedulers:
-                    scheduler.step()
+            if run.batch_index == len(batches):  # the epoch is complete
                 run.epoch, run.batch_index = run.epoch + 1, 0
                 save_training(run_folder, run, args, log)
-        if log.saved_at != run.iteration:
+        if run.batch_index:  # stopped inside an epoch (Ctrl-C, --max-iters): save it there too
             save_training(run_folder, run, args, log)
     if log.step_times:
         save_sample_grid(run.model, test_X, test_Y, precision, f"{run_folder}/samples/last.png")
@@ -579,7 +547,7 @@ def translate(options):
         raise CycleGANError("two inputs have the same name apart from the extension or folder; "
                             "translate them into separate --out folders")
     device = choose_device(options.get("device", "auto"))
-    precision = precision_for(options.get("precision", "auto"), device)
+    precision = Precision(options.get("precision", "auto"), device)
     # eval() changes nothing for these networks (no dropout; instance norm keeps no running
     # statistics), but it states the intent.
     generator = generator.to(device).eval()
@@ -597,12 +565,11 @@ def translate(options):
 def load_generator(path, direction):
     """-> (the Generator in the file at `path`, the suffix for the output names)."""
     state = read_torch_file(path)
-    if "settings" in state:  # our checkpoint: both generators
-        model = CycleGAN(*(state["settings"][key] for key in ("ngf", "ndf", "n_blocks")))
-        # Checkpoints from before the residual blocks took the official name still translate.
-        model.load_state_dict({key.replace(".block.", ".conv_block."): value
-                               for key, value in state["model"].items()})
-        return getattr(model, "G_" + (direction or "XtoY")), direction or "XtoY"
+    if "settings" in state:  # our checkpoint: both generators, --direction picks one
+        prefix = f"G_{direction or 'XtoY'}."
+        weights = {key.removeprefix(prefix): value for key, value in state["model"].items()
+                   if key.startswith(prefix)}
+        return generator_from_state_dict(weights, path), direction or "XtoY"
     if direction:
         raise CycleGANError(f"--direction does not apply to {path}: it holds one generator, "
                             "which translates one way only; drop the flag")
@@ -615,21 +582,19 @@ def generator_from_state_dict(state, path):
     the network never uses (track_running_stats is off); like the official loader, we drop them."""
     weights = {key: value for key, value in state.items() if not key.endswith(
         ("running_mean", "running_var", "num_batches_tracked"))}
-    first = weights.get("model.1.weight")
-    blocks = {key.split(".")[1] for key in weights if ".conv_block." in key}
-    if not torch.is_tensor(first) or tuple(first.shape[1:]) != (3, 7, 7) or not blocks:
-        looks_like = " (a discriminator's, it seems)" if "model.0.weight" in weights else ""
-        raise CycleGANError(
-            f"{path} holds no generator{looks_like}: expected a cyclegan.py checkpoint, or a "
-            f"generator state_dict with model.1.weight (ngf, 3, 7, 7) and model.N.conv_block "
-            f"keys; found {', '.join(list(weights)[:3]) or 'no keys'}, ...")
-    generator = Generator(first.shape[0], len(blocks))
-    try:
-        generator.load_state_dict(weights)
-    except RuntimeError as error:  # its first reason is the useful line
-        raise CycleGANError(f"{path} does not fit a generator with ngf {first.shape[0]} and "
-                            f"{len(blocks)} blocks: {str(error).splitlines()[1].strip()}") from None
-    return generator
+    first = weights.get("model.1.weight")  # c7s1-64's kernels: (ngf, 3, 7, 7)
+    reason = f"no model.1.weight among {', '.join(list(weights)[:3]) or 'no keys'}, ..."
+    if torch.is_tensor(first) and first.dim() == 4:
+        n_blocks = len({key.split(".")[1] for key in weights if ".conv_block." in key})
+        generator = Generator(first.shape[0], n_blocks)
+        try:
+            generator.load_state_dict(weights)
+            return generator
+        except RuntimeError as error:  # its first reason is the useful line
+            reason = f"ngf {len(first)}, {n_blocks} blocks: " + str(error).splitlines()[1].strip()
+    raise CycleGANError(f"{path} holds no generator that fits ({reason[:150]}); expected "
+                        "a cyclegan.py checkpoint, or a generator state_dict with model.1.weight "
+                        "(ngf, 3, 7, 7) and model.N.conv_block keys")
 
 # ==============================================================================================
 # The machinery. What follows makes the program pleasant to use (precision, checkpoints, run
@@ -644,13 +609,14 @@ def generator_from_state_dict(state, path):
 # backward and checked for overflow (the GradScaler); bf16 has fp32's range and needs no scaler.
 
 class Precision:
-    """How the networks compute: "fp32", or autocast to "bf16" or "fp16"."""
-
+    """How the networks compute on `device`: "fp32", or autocast to "bf16" or "fp16", as
+    --precision asks ("auto": automatic_precision's choice). Training and translating share it."""
     def __init__(self, name, device):
-        self.name, self.device_type = name, device.type
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
+        self.name = automatic_precision(device) if name == "auto" else name
+        self.device_type = device.type
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
         self.scaler = torch.amp.GradScaler("cuda" if device.type == "cuda" else "cpu",
-                                           enabled=name == "fp16")
+                                           enabled=self.name == "fp16")
 
     def autocast(self):
         # In fp32 no autocast is made at all: before torch 2.5, torch.autocast("mps") raised
@@ -678,10 +644,6 @@ def automatic_precision(device):
     if device.type == "cuda":
         return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
     return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
-
-def precision_for(requested, device):
-    """The Precision that --precision asks for on this device; training and translating share it."""
-    return Precision(automatic_precision(device) if requested == "auto" else requested, device)
 
 def choose_device(name):
     """'auto' takes the first of cuda, mps and cpu that this machine has."""
@@ -719,21 +681,21 @@ def peak_memory(device):
 # (whose order is rebuilt from the seed). Restored, the run continues as if it had never
 # stopped: bit for bit on a CPU (a GPU's fastest kernels are not bitwise repeatable).
 
+POSITION = ("epoch", "batch_index", "iteration")  # where a run stands
+
 def parts_of(run):
     """The parts of a run that have a state_dict, by their names in the checkpoint."""
-    names = ("model", "optimizer_G", "optimizer_D", "scheduler_G", "scheduler_D", "scaler")
-    return dict(zip(names, (run.model, *run.optimizers, *run.schedulers, run.scaler)))
+    names = ("model", "optimizer_G", "optimizer_D", "scaler")
+    return dict(zip(names, (run.model, *run.optimizers, run.scaler)))
 
 def save_training(run_folder, run, args, log):
     """Writes <run_folder>/checkpoint.pt: the run, its settings, the random state, its position."""
     log.stop_if_not_finite(run.iteration)  # never save a poisoned model over a good one
     state = {name: part.state_dict() for name, part in parts_of(run).items()}
-    state.update(settings=vars(args), pools=[[image.cpu() for image in pool.images]
-                                             for pool in run.pools],
-                 epoch=run.epoch, batch_index=run.batch_index, iteration=run.iteration,
+    state.update({key: getattr(run, key) for key in POSITION}, settings=vars(args),
+                 pools=[[image.cpu() for image in pool.images] for pool in run.pools],
                  rng=torch.get_rng_state())
     save_checkpoint(os.path.join(run_folder, "checkpoint.pt"), state)
-    log.saved_at = run.iteration
 
 def restore_training(run, checkpoint, device):
     """Puts a checkpoint's state into a freshly built run, which then continues where it was."""
@@ -742,8 +704,7 @@ def restore_training(run, checkpoint, device):
             part.load_state_dict(checkpoint[name])
     for pool, images in zip(run.pools, checkpoint["pools"]):
         pool.images = [image.to(device) for image in images]
-    run.epoch, run.batch_index = checkpoint["epoch"], checkpoint["batch_index"]
-    run.iteration = checkpoint["iteration"]
+    run.epoch, run.batch_index, run.iteration = (checkpoint[key] for key in POSITION)
     torch.set_rng_state(checkpoint["rng"])
     print(f"resumed at iteration {run.iteration} (epoch {run.epoch + 1})")
 
@@ -780,27 +741,24 @@ def load_checkpoint(path):
     return state
 
 class ProgressLog:
-    """Progress lines, losses.csv and the closing `done:` line. Losses stay on the device and are
-    summed there: reading one (.item()) would make the CPU wait for the GPU at every step."""
-
+    """Progress lines, losses.csv and the closing `done:` line. Losses stay on the device until a
+    line is written: reading one (.item()) would make the CPU wait for the GPU at every step."""
     def __init__(self, run_folder, iteration, device):
-        self.csv_path, self.device, self.saved_at = f"{run_folder}/losses.csv", device, iteration
-        self.loss_sum, self.summed = torch.zeros(len(LOSS_NAMES), device=device), 0
-        self.step_times, self.start = [], time.perf_counter()  # one entry per step of this run
+        self.csv_path, self.device = f"{run_folder}/losses.csv", device
+        self.losses, self.step_times, self.start = [], [], time.perf_counter()
         reset_peak_memory(device)
         if iteration == 0:  # a resumed run appends to its losses.csv
-            with open(self.csv_path, "w", newline="") as f:
-                csv.writer(f).writerow(["iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it"])
+            with open(self.csv_path, "w") as f:
+                print("iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it", sep=",", file=f)
 
     def add(self, losses, seconds):
         """One iteration's losses (on the device) and its time in seconds."""
-        self.loss_sum += losses
-        self.summed += 1
+        self.losses.append(losses)
         self.step_times.append(seconds)
 
     def stop_if_not_finite(self, iteration):
         # A NaN would poison every later step: stop, and keep the last good checkpoint.
-        if not torch.isfinite(self.loss_sum).all():
+        if not all(torch.isfinite(losses).all() for losses in self.losses):
             raise CycleGANError(
                 f"a loss became non-finite (NaN or inf) before iteration {iteration}; stopped "
                 f"without saving, {os.path.dirname(self.csv_path)}/checkpoint.pt keeps the last "
@@ -810,23 +768,22 @@ class ProgressLog:
         """A progress line and a losses.csv row: the mean losses since the last one, and the
         median speed of the last 50 steps, which a slow sample or save does not throw off."""
         self.stop_if_not_finite(run.iteration)
-        losses = (self.loss_sum / self.summed).tolist()
-        self.loss_sum.zero_()
-        self.summed, seconds = 0, statistics.median(self.step_times[-50:])
+        losses, self.losses = torch.stack(self.losses).mean(0).tolist(), []
+        seconds = statistics.median(self.step_times[-50:])
         eta = datetime.timedelta(seconds=round((last_iteration - run.iteration) * seconds))
         print(f"epoch {run.epoch + 1} it {run.iteration}/{last_iteration} | "
               + " ".join(f"{name} {value:.3f}" for name, value in zip(LOSS_NAMES, losses))
               + f" | {seconds:.3f} s/it, ETA {eta}", flush=True)
-        with open(self.csv_path, "a", newline="") as f:
-            csv.writer(f).writerow([run.iteration, run.epoch + 1,
-                                    f"{run.optimizers[0].param_groups[0]['lr']:.6g}",
-                                    *(f"{value:.5f}" for value in losses), f"{seconds:.4f}"])
+        with open(self.csv_path, "a") as f:
+            print(run.iteration, run.epoch + 1, f"{run.optimizers[0].param_groups[0]['lr']:.6g}",
+                  *(f"{value:.5f}" for value in losses), f"{seconds:.4f}", sep=",", file=f)
 
     def summary(self):
         # The first steps are slower (memory allocation, kernel selection): the median after them
         # is the speed a long run will have.
         steady = self.step_times[5:] or self.step_times or [0.0]
-        return (f"done: {len(self.step_times)} iterations in {time.perf_counter() - self.start:.1f} s, "
+        return (f"done: {len(self.step_times)} iterations in "
+                f"{time.perf_counter() - self.start:.1f} s, "
                 f"{statistics.median(steady):.3f} s/it (median after the first 5), "
                 f"peak memory {peak_memory(self.device)}")
 
@@ -855,13 +812,13 @@ def run_name(data):
 def latest_run_folder(data):
     """The newest of runs/<name>, runs/<name>2, ... that holds a checkpoint."""
     name = run_name(data)
-    runs = [os.path.join("runs", folder) for folder in sorted(os.listdir("runs"))
+    runs = [f"runs/{folder}/checkpoint.pt" for folder in os.listdir("runs")
             if re.fullmatch(re.escape(name) + r"\d*", folder)] if os.path.isdir("runs") else []
-    runs = [folder for folder in runs if os.path.isfile(f"{folder}/checkpoint.pt")]
+    runs = [path for path in runs if os.path.isfile(path)]
     if not runs:
         raise CycleGANError(f"no run of --data {data} in runs/ (looked for runs/{name}*/"
                             f"checkpoint.pt); train one with: {command_to_run(['--data', data])}")
-    return max(runs, key=lambda folder: os.path.getmtime(f"{folder}/checkpoint.pt"))
+    return os.path.dirname(max(runs, key=os.path.getmtime))
 
 def new_run_folder(data):
     """The first free one of runs/<name>, runs/<name>2, runs/<name>3, ..."""
@@ -911,15 +868,14 @@ def check_settings(args):
     if args.load_size < args.image_size:
         raise CycleGANError(f"--load-size {args.load_size} is smaller than --image-size "
                             f"{args.image_size}; the crop must fit inside the resized image")
-    for flag, least in (("batch_size", 1), ("epochs", 1), ("ngf", 1), ("ndf", 1),
-                        ("sample_every", 1), ("log_every", 1), ("checkpoint_every", 1),
-                        ("max_iters", 1), ("decay_epochs", 0), ("pool_size", 0), ("n_blocks", 0),
-                        ("lambda_cycle", 0), ("lambda_identity", 0)):
-        value = getattr(args, flag)
-        if value is not None and value < least:
-            raise CycleGANError(f"--{flag.replace('_', '-')} {value}: must be at least {least}")
-    if not args.lr > 0:
-        raise CycleGANError(f"--lr {args.lr}: must be positive")
+    positive = ("batch_size", "epochs", "ngf", "ndf", "lr", "max_iters", "sample_every",
+                "log_every", "checkpoint_every")
+    for flag, value in vars(args).items():  # every other number may be 0, the seed anything
+        if type(value) not in (int, float) or flag == "seed":
+            continue
+        if value < 0 or (value == 0 and flag in positive):
+            must = "positive" if flag in positive else "at least 0"
+            raise CycleGANError(f"--{flag.replace('_', '-')} {value}: must be {must}")
     if args.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise CycleGANError(f"--precision {args.precision}: use auto, fp32, bf16 or fp16")
 
@@ -931,7 +887,6 @@ def check_settings(args):
 class StopOnCtrlC:
     """Ctrl-C (or a notebook's stop button) only asks to stop: the iteration under way finishes,
     the run is saved, and the command to resume is printed. A second Ctrl-C stops at once."""
-
     def __enter__(self):
         self.requested, self.previous_handler = False, None
         with contextlib.suppress(ValueError):  # only the main thread may set handlers
@@ -989,17 +944,14 @@ def demo_translation_errors(model, size, precision, count=64):
     """Mean |G(x) - y| and |F(y) - x| (in [-1, 1] units) on held-out demo scenes whose other
     season we know, with two ways to cheat as baselines: returning the input unchanged, and
     returning the average image of the target season (right colours, no content)."""
-    device, first = next(model.parameters()).device, DEMO_TEST_FIRST + 100
-    x, y, other_x, other_y = (to_model_range(demo_images(start, count, size, season)).to(device)
-                              for start, season in ((first, "summer"), (first, "winter"),
-                                                    (first + count, "summer"),
-                                                    (first + count, "winter")))
+    device = next(model.parameters()).device
+    x, y = (to_model_range(demo_images(DEMO_TEST_FIRST + 100, count, size, season)).to(device)
+            for season in ("summer", "winter"))
     with torch.no_grad(), precision.autocast():
         fake_Y, fake_X = model.G_XtoY(x).float(), model.G_YtoX(y).float()
-    return {"XtoY": (fake_Y - y).abs().mean().item(), "YtoX": (fake_X - x).abs().mean().item(),
-            "identity": (x - y).abs().mean().item(),
-            "average_XtoY": (other_y.mean(0) - y).abs().mean().item(),
-            "average_YtoX": (other_x.mean(0) - x).abs().mean().item()}
+    pairs = {"XtoY": (fake_Y, y), "YtoX": (fake_X, x), "identity": (x, y),
+             "average_XtoY": (y.mean(0), y), "average_YtoX": (x.mean(0), x)}
+    return {name: (a - b).abs().mean().item() for name, (a, b) in pairs.items()}
 
 def print_demo_check(model, size, precision):
     """The end of a demo run: how close its translations came to the true answers."""
@@ -1017,7 +969,6 @@ def print_demo_check(model, size, precision):
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a mistyped flag is our usual one-line error, not a usage block and exit 2
     (which in a notebook would show a usage headed "ipykernel_launcher.py" and a traceback)."""
-
     def error(self, message):
         raise CycleGANError(f"{message}; see {command_to_run(['--help'])}")
 

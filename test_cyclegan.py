@@ -217,7 +217,7 @@ def test_image_pool_fills_to_its_size_then_swaps_and_never_grows():
 def make_step_objects(precision_name="fp32"):
     args = tiny_args(lr=1e-3)
     precision = cyclegan.Precision(precision_name, torch.device("cpu"))
-    run = cyclegan.build_training(args, torch.device("cpu"), precision)
+    run = cyclegan.Training(args, torch.device("cpu"), precision)
     real_X, real_Y = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
     return args, run, precision, real_X, real_Y
 
@@ -281,25 +281,28 @@ def test_discriminator_loss_factor_does_not_change_adams_update():
 
 
 def test_learning_rate_is_constant_then_falls_linearly_to_zero():
-    factors = [cyclegan.lr_factor(epoch, epochs=100, decay_epochs=100) for epoch in range(200)]
+    paper = argparse.Namespace(lr=2e-4, epochs=100, decay_epochs=100)
+    factors = [cyclegan.learning_rate(epoch, paper) / 2e-4 for epoch in range(200)]
     assert factors[:100] == [1.0] * 100
     steps = [a - b for a, b in zip(factors[99:], factors[100:])]
     assert all(step == pytest.approx(1 / 101) for step in steps)
     assert factors[-1] == pytest.approx(1 / 101)  # the next epoch would be 0
-    assert cyclegan.lr_factor(200, 100, 100) == pytest.approx(0)
+    assert cyclegan.learning_rate(200, paper) == pytest.approx(0)
 
 
 def test_training_run_applies_the_schedule(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_dataset(tmp_path / "data", n_x=2, n_y=2)
-    run_main(["--data", "data", *TINY, "--epochs", "2", "--decay-epochs", "2", "--lr", "0.001"],
-             capsys)
+    run_main(["--data", "data", *TINY, "--epochs", "2", "--decay-epochs", "2", "--lr", "0.001",
+              "--log-every", "1"], capsys)
     state = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
     assert state["epoch"] == 4 and state["iteration"] == 8
     learning_rates = [float(line.split(",")[2]) for line in open("runs/data/losses.csv")
                       .read().splitlines()[1:]]
-    assert learning_rates[0] == pytest.approx(0.001)
-    assert state["optimizer_G"]["param_groups"][0]["lr"] == pytest.approx(0)
+    thirds = [3, 3, 3, 3, 2, 2, 1, 1]  # 2 epochs at the full rate, 2 falling by 1/3 each
+    assert learning_rates == pytest.approx([0.001 * n / 3 for n in thirds], rel=1e-5)
+    for name in ("optimizer_G", "optimizer_D"):  # the last epoch's rate
+        assert state[name]["param_groups"][0]["lr"] == pytest.approx(0.001 / 3)
 
 
 # --- hardware: precision, autocast, device queries, memory ------------------------------------
@@ -325,17 +328,17 @@ def pretend_cuda(monkeypatch, capability):
 def test_auto_precision_on_gpus(monkeypatch, gpu, expected):
     asked = pretend_cuda(monkeypatch, GPUS[gpu])
     device = cyclegan.choose_device("cuda:1")
-    precision = cyclegan.precision_for("auto", device)  # what train() and translate() call
+    precision = cyclegan.Precision("auto", device)  # what train() and translate() call
     assert precision.name == expected
     assert precision.scaler.is_enabled() == (expected == "fp16")  # fp16 needs its scaler
     assert asked and all(torch.device(d) == torch.device("cuda:1") for d in asked)
-    assert cyclegan.precision_for("fp32", device).name == "fp32"  # asked for: as asked
+    assert cyclegan.Precision("fp32", device).name == "fp32"  # asked for: as asked
 
 
 def test_auto_precision_on_cpu_and_mps(monkeypatch):
     for native, expected in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(cyclegan, "cpu_has_native_bf16", lambda: native)
-        assert cyclegan.precision_for("auto", torch.device("cpu")).name == expected
+        assert cyclegan.Precision("auto", torch.device("cpu")).name == expected
     assert cyclegan.automatic_precision(torch.device("mps")) == "fp32"
 
 
@@ -406,11 +409,13 @@ def test_loader_reads_mixed_images_in_both_layouts(tmp_path, layout):
     assert data.images_Y.shape == (3, 3, 36, 36)
     assert test_X.shape == test_Y.shape == (2, 3, 32, 32)
     assert len(data) == 4  # max(|X|, |Y|)
-    x_order, y_order = data.epoch_order(0)
+    batches = data.epoch_batches(0, 2)
+    assert [len(x) for x, _ in batches] == [2, 2]
+    x_order, y_order = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
     assert sorted(x_order.tolist()) == [0, 1, 2, 3] and all(0 <= i < 3 for i in y_order)
-    assert not torch.equal(data.epoch_order(1)[0], x_order) or not torch.equal(
-        data.epoch_order(2)[0], x_order)  # a new order each epoch
-    x, y = data.batch(x_order[:2], y_order[:2])
+    assert not torch.equal(data.epoch_batches(1, 4)[0][0], x_order) or not torch.equal(
+        data.epoch_batches(2, 4)[0][0], x_order)  # a new order each epoch
+    x, y = data.batch(*batches[0], "cpu")
     assert x.shape == y.shape == (2, 3, 32, 32) and x.dtype == torch.float32
     assert x.min() >= -1 and x.max() <= 1 and x.std() > 0.1
 
@@ -418,7 +423,7 @@ def test_loader_reads_mixed_images_in_both_layouts(tmp_path, layout):
 def test_batches_come_from_the_decoded_cache_without_reading_files(tmp_path, monkeypatch):
     data, _, _ = cyclegan.load_dataset(tiny_args(data=make_dataset(tmp_path / "data")))
     monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("decoded an image per step"))
-    x, y = data.batch(*[order[:1] for order in data.epoch_order(0)])
+    x, y = data.batch(*data.epoch_batches(0, 1)[0], "cpu")
     crop = (x[0] + 1) * 127.5  # the crop is one of the cached pixels' windows
     cached = data.images_X.float()
     windows = [cached[i, :, t:t + 32, l:l + 32] for i in range(3) for t in range(5) for l in range(5)]
@@ -574,7 +579,7 @@ def test_resume_continues_exactly(tmp_path, capsys, monkeypatch):
         # a resumed run prints progress at its first iteration, as a new one does
         assert f" it {stop + 1}/7 " in printed
         resumed = cyclegan.load_checkpoint(f"{out}/checkpoint.pt")
-        for key in ("model", "optimizer_G", "optimizer_D", "scheduler_G", "scheduler_D", "pools",
+        for key in ("model", "optimizer_G", "optimizer_D", "scaler", "pools",
                     "rng", "epoch", "iteration"):
             assert tensors_equal(straight[key], resumed[key]), (stop, key)
 
@@ -701,7 +706,7 @@ def test_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path, capsys
     error = fails_with(["--data", "nowhere"], capsys)  # not a name the script knows
     assert "looked in datasets/nowhere/" in error and "download_data.sh" not in error
     error = fails_with(["--data", "my/photos"], capsys)
-    assert "looked in my/photos/" in error and "check the path" in error
+    assert "looked in my/photos/" in error and "; check it" in error
 
 
 def test_empty_domain_folder_is_named(tmp_path, capsys, monkeypatch):
@@ -729,8 +734,9 @@ def test_truncated_image_is_named(tmp_path, capsys, monkeypatch):
     (["--image-size", "30"], "--image-size 30: must be a multiple of 4"),
     (["--image-size", "16"], "at least 24"),
     (["--load-size", "20"], "--load-size 20 is smaller than --image-size"),
-    (["--epochs", "0"], "--epochs 0: must be at least 1"),
-    (["--batch-size", "-1"], "--batch-size -1: must be at least 1"),
+    (["--epochs", "0"], "--epochs 0: must be positive"),
+    (["--batch-size", "-1"], "--batch-size -1: must be positive"),
+    (["--pool-size", "-1"], "--pool-size -1: must be at least 0"),
     (["--lr", "0"], "--lr 0.0: must be positive"),
     (["--precision", "fp8"], "--precision fp8: use auto, fp32, bf16 or fp16"),
     (["--device", "tpu"], "--device tpu: unknown"),
@@ -1030,18 +1036,6 @@ def test_our_generator_saved_alone_is_an_official_format_file(tmp_path, capsys, 
     assert Image.open("translated/photo_mine.png").size == (40, 36)
 
 
-def test_checkpoints_from_before_the_official_names_still_translate(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    make_dataset(tmp_path / "data")
-    run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys)
-    state = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
-    state["model"] = {k.replace(".conv_block.", ".block."): v for k, v in state["model"].items()}
-    torch.save(state, "old.pt")
-    write_image("photo.png")
-    run_main(["--translate", "photo.png", "--checkpoint", "old.pt"], capsys)
-    assert Image.open("translated/photo_XtoY.png").size == (40, 36)
-
-
 def test_wrong_generator_files_give_one_line_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_image("photo.png")
@@ -1055,11 +1049,18 @@ def test_wrong_generator_files_give_one_line_errors(tmp_path, capsys, monkeypatc
     data = open("truncated.pth", "rb").read()
     open("truncated.pth", "wb").write(data[: len(data) // 2])
     torch.save(torch.zeros(3), "tensor.pth")
-    expected = {"discriminator.pth": "holds no generator (a discriminator's, it seems)",
-                "other.pth": "holds no generator: expected a cyclegan.py checkpoint, or a "
-                             "generator state_dict with model.1.weight (ngf, 3, 7, 7)",
+    state = cyclegan.CycleGAN(4, 4, 1).state_dict()  # written before the official names
+    old = {k.replace(".conv_block.", ".block."): v for k, v in state.items()}
+    torch.save({"settings": {}, "model": old}, "old.pt")
+    expected = {"discriminator.pth": "holds no generator that fits (no model.1.weight among "
+                                     "model.0.weight, model.0.bias, model.2.weight, ...)",
+                "other.pth": "holds no generator that fits (no model.1.weight among weights, "
+                             "...); expected a cyclegan.py checkpoint, or a generator state_dict "
+                             "with model.1.weight (ngf, 3, 7, 7)",
+                "old.pt": "holds no generator that fits (ngf 4, 0 blocks: Missing key(s) in "
+                          "state_dict",
                 "text.pth": "cannot read checkpoint text.pth",
-                "mixed.pth": "does not fit a generator with ngf 64 and 2 blocks: size mismatch "
+                "mixed.pth": "holds no generator that fits (ngf 64, 2 blocks: size mismatch "
                              "for model.10.conv_block.1.weight",
                 "truncated.pth": "cannot read checkpoint truncated.pth",
                 "tensor.pth": "holds a Tensor, not a checkpoint"}
@@ -1094,7 +1095,7 @@ def test_translate_keeps_each_image_size(tmp_path, capsys, monkeypatch):
     model = cyclegan.CycleGAN(4, 4, 1)
     model.load_state_dict(cyclegan.load_checkpoint("runs/data/checkpoint.pt")["model"])
     image = cyclegan.to_model_range(cyclegan.load_image("photos/more/a.png"))[None]
-    with torch.no_grad(), cyclegan.precision_for("auto", torch.device("cpu")).autocast():
+    with torch.no_grad(), cyclegan.Precision("auto", torch.device("cpu")).autocast():
         expected = (cyclegan.translate_image(model.G_YtoX, image).float()[0] + 1) * 127.5
     written = TF.pil_to_tensor(Image.open("translated/a_YtoX.png"))
     assert (written.float() - expected).abs().max() <= 1.01

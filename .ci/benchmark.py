@@ -28,7 +28,7 @@ def bare_step_seconds(precision_name, image_size, iters):
     """Median seconds of train_step (4 networks forward + backward, both Adam steps, the pools)."""
     args, _, _, _ = cyclegan.prepare_run({"image_size": image_size, "out": "unused"})
     precision = cyclegan.Precision(precision_name, torch.device("cpu"))
-    run = cyclegan.build_training(args, torch.device("cpu"), precision)
+    run = cyclegan.Training(args, torch.device("cpu"), precision)
     real_X = torch.rand(1, 3, image_size, image_size) * 2 - 1
     real_Y = torch.rand(1, 3, image_size, image_size) * 2 - 1
     times = []
