@@ -25,6 +25,9 @@ How to run it.
     python cyclegan.py --translate photo.jpg          # summer -> winter with the newest run
 In Colab or Jupyter, paste this whole file into one cell and run it: it defines everything and
 prints how to start; then call main(["--data", "summer2winter"]) from the next cell.
+
+How it reads. Sections 1-7 follow the paper: networks, losses, history pool, one training step,
+data, training loop, using the trained model. Sections 8-13 are machinery a student may skip.
 """
 import argparse
 import contextlib
@@ -56,11 +59,15 @@ PAPER_SETTINGS = {
     # 128px, and so do we, with the same ratio (load_size None means image_size * 143 / 128).
     "image_size": (128, "training crop size in pixels, a multiple of 4"),
     "load_size": (None, "images are resized to this before the random crop"),
+    # Section 4 of the paper: batch size 1, Adam at 0.0002 for 100 epochs and then decaying
+    # linearly to zero over 100 more, lambda = 10, and a history of 50 generated images.
     "batch_size": (1, "images per step"),
     "epochs": (100, "epochs at the full learning rate"),
     "decay_epochs": (100, "further epochs with the rate falling linearly to zero"),
     "lr": (2e-4, "learning rate of Adam, betas (0.5, 0.999)"),
     "lambda_cycle": (10.0, "weight of the cycle-consistency loss"),
+    # The paper adds the identity loss (x 0.5 lambda) for painting <-> photo, section 5.2; the
+    # official code makes 0.5 the default for every task, and so do we.
     "lambda_identity": (0.5, "identity loss weight, a fraction of lambda-cycle (0: off)"),
     "pool_size": (50, "fakes remembered for the discriminators (0: none)"),
     "ngf": (64, "generator width: filters in its first layer"),
@@ -449,7 +456,7 @@ class Training:
                                 for a, b in ((model.G_XtoY, model.G_YtoX), (model.D_X, model.D_Y)))
         self.pools = (ImagePool(args.pool_size), ImagePool(args.pool_size))  # for D_X, for D_Y
         self.scaler = precision.scaler  # fp16's gradient scaler; idle in fp32 and bf16
-        self.epoch = self.batch_index = self.iteration = 0  # batch_index: done in this epoch
+        self.iteration = 0  # iterations done: where the run stands
 
 def train(args, run_folder, checkpoint=None, introduction=""):
     """Trains a new run in `run_folder`, or continues the one in `checkpoint`. Returns the model.
@@ -472,33 +479,31 @@ def train(args, run_folder, checkpoint=None, introduction=""):
     test_X, test_Y = test_X.to(device), test_Y.to(device)
     os.makedirs(f"{run_folder}/samples", exist_ok=True)
     log = ProgressLog(run_folder, run.iteration, device)
-    # Epochs of batches until the schedule ends (or --max-iters). Every so many iterations: a
-    # progress line, a sample grid, a checkpoint; and a checkpoint at every epoch end.
+    # One iteration after another until the schedule ends (or --max-iters). The epoch and the
+    # place in it follow from the iteration; each epoch starts with its own image order and
+    # learning rate. Every so many iterations: a progress line, a sample grid, a checkpoint.
+    batches = None
     with StopOnCtrlC() as ctrl_c:
         while run.iteration < last and not ctrl_c.requested:
-            batches = data.epoch_batches(run.epoch, args.batch_size)
-            for optimizer in run.optimizers:
-                optimizer.param_groups[0]["lr"] = learning_rate(run.epoch, args)
-            while run.batch_index < len(batches) and run.iteration < last:
-                step_start = time.perf_counter()
-                real_X, real_Y = data.batch(*batches[run.batch_index], device)
-                losses = train_step(run.model, real_X, real_Y, run.optimizers, run.pools,
-                                    precision, args)
-                run.batch_index, run.iteration = run.batch_index + 1, run.iteration + 1
-                log.add(losses, time.perf_counter() - step_start)
-                if run.iteration % args.log_every == 0 or len(log.step_times) == 1:
-                    log.write(run, last)
-                if run.iteration % args.sample_every == 0:
-                    save_sample_grid(run.model, test_X, test_Y, precision,
-                                     f"{run_folder}/samples/iter_{run.iteration:07d}.png")
-                if run.iteration % args.checkpoint_every == 0:
-                    save_training(run_folder, run, args, log)
-                if ctrl_c.requested:
-                    break
-            if run.batch_index == len(batches):  # the epoch is complete
-                run.epoch, run.batch_index = run.epoch + 1, 0
-                save_training(run_folder, run, args, log)
-        if run.batch_index:  # stopped inside an epoch (Ctrl-C, --max-iters): save it there too
+            epoch, index = divmod(run.iteration, batches_per_epoch)
+            if index == 0 or batches is None:  # a new epoch, or the one a resumed run is in
+                batches = data.epoch_batches(epoch, args.batch_size)
+                for optimizer in run.optimizers:
+                    optimizer.param_groups[0]["lr"] = learning_rate(epoch, args)
+            step_start = time.perf_counter()
+            real_X, real_Y = data.batch(*batches[index], device)
+            losses = train_step(run.model, real_X, real_Y, run.optimizers, run.pools, precision,
+                                args)
+            run.iteration += 1
+            log.add(losses, time.perf_counter() - step_start)
+            if run.iteration % args.log_every == 0 or len(log.step_times) == 1:
+                log.write(run, epoch, last)
+            if run.iteration % args.sample_every == 0:
+                save_sample_grid(run.model, test_X, test_Y, precision,
+                                 f"{run_folder}/samples/iter_{run.iteration:07d}.png")
+            if run.iteration % args.checkpoint_every == 0 or index + 1 == batches_per_epoch:
+                save_training(run_folder, run, args, log)  # every N, and at each epoch's end
+        if run.iteration % batches_per_epoch:  # stopped inside an epoch: save it there too
             save_training(run_folder, run, args, log)
     if log.step_times:
         save_sample_grid(run.model, test_X, test_Y, precision, f"{run_folder}/samples/last.png")
@@ -608,23 +613,6 @@ def generator_from_state_dict(state, path):
 # more on GPUs with tensor cores. fp16 has a narrow range, so its gradients are scaled up before
 # backward and checked for overflow (the GradScaler); bf16 has fp32's range and needs no scaler.
 
-class Precision:
-    """How the networks compute on `device`: "fp32", or autocast to "bf16" or "fp16", as
-    --precision asks ("auto": automatic_precision's choice). Training and translating share it."""
-    def __init__(self, name, device):
-        self.name = automatic_precision(device) if name == "auto" else name
-        self.device_type = device.type
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
-        self.scaler = torch.amp.GradScaler("cuda" if device.type == "cuda" else "cpu",
-                                           enabled=self.name == "fp16")
-
-    def autocast(self):
-        # In fp32 no autocast is made at all: before torch 2.5, torch.autocast("mps") raised
-        # even when disabled.
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device_type, dtype=self.dtype)
-
 def cpu_has_native_bf16():
     """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is
     emulated and slower than fp32. Linux tells us in /proc/cpuinfo; elsewhere we assume not."""
@@ -645,15 +633,32 @@ def automatic_precision(device):
         return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
     return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
+class Precision:
+    """How the networks compute on `device`: "fp32", or autocast to "bf16" or "fp16", as
+    --precision asks ("auto": automatic_precision's choice). Training and translating share it."""
+    def __init__(self, name, device):
+        self.name = automatic_precision(device) if name == "auto" else name
+        self.device_type = device.type
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
+        self.scaler = torch.amp.GradScaler("cuda" if device.type == "cuda" else "cpu",
+                                           enabled=self.name == "fp16")
+
+    def autocast(self):
+        # In fp32 no autocast is made at all: before torch 2.5, torch.autocast("mps") raised
+        # even when disabled.
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
 def choose_device(name):
     """'auto' takes the first of cuda, mps and cpu that this machine has."""
-    count = {"cuda": torch.cuda.device_count(), "mps": int(torch.backends.mps.is_available()),
-             "cpu": 1}
-    name = next(kind for kind in count if count[kind]) if name == "auto" else name
+    have = {"cuda": torch.cuda.device_count(), "mps": int(torch.backends.mps.is_available()),
+            "cpu": 1}
+    name = next(kind for kind in have if have[kind]) if name == "auto" else name
     kind, _, index = name.partition(":")
-    if kind not in count or not (index or "0").isdigit():
+    if kind not in have or not (index or "0").isdigit():
         raise CycleGANError(f"--device {name}: unknown; use auto, cpu, cuda, cuda:N or mps")
-    if int(index or 0) >= count[kind]:
+    if int(index or 0) >= have[kind]:
         raise CycleGANError(f"--device {name}: this machine has no such device that torch can use")
     return torch.device(name)
 
@@ -681,8 +686,6 @@ def peak_memory(device):
 # (whose order is rebuilt from the seed). Restored, the run continues as if it had never
 # stopped: bit for bit on a CPU (a GPU's fastest kernels are not bitwise repeatable).
 
-POSITION = ("epoch", "batch_index", "iteration")  # where a run stands
-
 def parts_of(run):
     """The parts of a run that have a state_dict, by their names in the checkpoint."""
     names = ("model", "optimizer_G", "optimizer_D", "scaler")
@@ -692,9 +695,8 @@ def save_training(run_folder, run, args, log):
     """Writes <run_folder>/checkpoint.pt: the run, its settings, the random state, its position."""
     log.stop_if_not_finite(run.iteration)  # never save a poisoned model over a good one
     state = {name: part.state_dict() for name, part in parts_of(run).items()}
-    state.update({key: getattr(run, key) for key in POSITION}, settings=vars(args),
-                 pools=[[image.cpu() for image in pool.images] for pool in run.pools],
-                 rng=torch.get_rng_state())
+    state.update(iteration=run.iteration, settings=vars(args), rng=torch.get_rng_state(),
+                 pools=[[image.cpu() for image in pool.images] for pool in run.pools])
     save_checkpoint(os.path.join(run_folder, "checkpoint.pt"), state)
 
 def restore_training(run, checkpoint, device):
@@ -704,9 +706,9 @@ def restore_training(run, checkpoint, device):
             part.load_state_dict(checkpoint[name])
     for pool, images in zip(run.pools, checkpoint["pools"]):
         pool.images = [image.to(device) for image in images]
-    run.epoch, run.batch_index, run.iteration = (checkpoint[key] for key in POSITION)
+    run.iteration = checkpoint["iteration"]
     torch.set_rng_state(checkpoint["rng"])
-    print(f"resumed at iteration {run.iteration} (epoch {run.epoch + 1})")
+    print(f"resumed at iteration {run.iteration}")
 
 def save_checkpoint(path, state):
     """Atomic save: a kill at any moment leaves either the old checkpoint or the new one whole."""
@@ -764,18 +766,18 @@ class ProgressLog:
                 f"without saving, {os.path.dirname(self.csv_path)}/checkpoint.pt keeps the last "
                 "good state. Try a lower --lr or --precision fp32")
 
-    def write(self, run, last_iteration):
+    def write(self, run, epoch, last_iteration):
         """A progress line and a losses.csv row: the mean losses since the last one, and the
         median speed of the last 50 steps, which a slow sample or save does not throw off."""
         self.stop_if_not_finite(run.iteration)
         losses, self.losses = torch.stack(self.losses).mean(0).tolist(), []
         seconds = statistics.median(self.step_times[-50:])
         eta = datetime.timedelta(seconds=round((last_iteration - run.iteration) * seconds))
-        print(f"epoch {run.epoch + 1} it {run.iteration}/{last_iteration} | "
+        print(f"epoch {epoch + 1} it {run.iteration}/{last_iteration} | "
               + " ".join(f"{name} {value:.3f}" for name, value in zip(LOSS_NAMES, losses))
               + f" | {seconds:.3f} s/it, ETA {eta}", flush=True)
         with open(self.csv_path, "a") as f:
-            print(run.iteration, run.epoch + 1, f"{run.optimizers[0].param_groups[0]['lr']:.6g}",
+            print(run.iteration, epoch + 1, f"{run.optimizers[0].param_groups[0]['lr']:.6g}",
                   *(f"{value:.5f}" for value in losses), f"{seconds:.4f}", sep=",", file=f)
 
     def summary(self):
@@ -795,6 +797,7 @@ class ProgressLog:
 # how it runs (--max-iters, --device ...), but one that contradicts the run's own settings
 # (sizes, schedule, losses, seed) is refused rather than silently ignored.
 
+# These change how a run is carried out, not what it learns, so a resumed run may take new values.
 RUNNING_OPTIONS = {
     "max_iters": (None, "stop after this many iterations in total"),
     "sample_every": (200, "write a sample grid every N iterations"),
@@ -831,6 +834,8 @@ def new_run_folder(data):
 def prepare_run(typed):
     """Flags typed on the command line -> (settings, run folder, checkpoint or None, a text that
     says which settings are in force and where they came from)."""
+    # Each setting comes from the last of: the tables above, DEMO_SETTINGS (a new --data demo run),
+    # the checkpoint (a resumed run), the flags typed.
     data = typed.get("data", PAPER_SETTINGS["data"][0])
     defaults = {key: value for key, (value, _) in {**PAPER_SETTINGS, **RUNNING_OPTIONS}.items()}
     if typed.get("resume"):
@@ -978,7 +983,7 @@ def build_arg_parser():
     parser = ArgumentParser(prog="cyclegan.py", argument_default=argparse.SUPPRESS,
                             description="Train CycleGAN (Zhu et al. 2017) or translate images.")
     for key, (default, meaning) in {**PAPER_SETTINGS, **RUNNING_OPTIONS}.items():
-        kind = float if isinstance(default, float) else str if isinstance(default, str) else int
+        kind = int if default is None else type(default)  # None: a number given or derived
         parser.add_argument("--" + key.replace("_", "-"), type=kind,
                             help=meaning + ("" if default is None else f" (default {default})"))
     parser.add_argument("--out", help="run folder (default: runs/<dataset>, runs/<dataset>2, "
@@ -1005,10 +1010,13 @@ def command_to_run(arguments):
 
 def main(argv=None):
     """Command line: python cyclegan.py --data summer2winter. Notebook: main(["--data", "demo"])."""
-    argv = ([] if in_notebook() else sys.argv[1:]) if argv is None else argv  # not a kernel's
+    if argv is None and in_notebook():  # the file pasted into a cell: do not start hours of work
+        print('cyclegan.py is loaded. Start training from the next cell, e.g. '
+              'main(["--data", "summer2winter"]), or main(["--data", "demo"]) for the demo.')
+        return None
     cudnn_benchmark = torch.backends.cudnn.benchmark
     try:
-        typed = vars(build_arg_parser().parse_args(argv))
+        typed = vars(build_arg_parser().parse_args(argv))  # argv None: the command line's
         if "translate" in typed:
             return translate(typed)
         # cuDNN may time its kernels for each new input shape and keep the fastest: a run has
@@ -1026,8 +1034,4 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = cudnn_benchmark  # leave the process as we found it
 
 if __name__ == "__main__":
-    if in_notebook():  # pasted into a Jupyter or Colab cell: define, but do not start hours of work
-        print('cyclegan.py is loaded. Start training from the next cell, e.g. '
-              'main(["--data", "summer2winter"]), or main(["--data", "demo"]) for the demo.')
-    else:
-        main()
+    main()

@@ -296,7 +296,7 @@ def test_training_run_applies_the_schedule(tmp_path, capsys, monkeypatch):
     run_main(["--data", "data", *TINY, "--epochs", "2", "--decay-epochs", "2", "--lr", "0.001",
               "--log-every", "1"], capsys)
     state = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
-    assert state["epoch"] == 4 and state["iteration"] == 8
+    assert state["iteration"] == 8  # 4 epochs of 2
     learning_rates = [float(line.split(",")[2]) for line in open("runs/data/losses.csv")
                       .read().splitlines()[1:]]
     thirds = [3, 3, 3, 3, 2, 2, 1, 1]  # 2 epochs at the full rate, 2 falling by 1/3 each
@@ -569,7 +569,7 @@ def test_resume_continues_exactly(tmp_path, capsys, monkeypatch):
               "--checkpoint-every", "3"]
     run_main([*common, "--out", "straight", "--max-iters", "7"], capsys)
     straight = cyclegan.load_checkpoint("straight/checkpoint.pt")
-    assert straight["iteration"] == 7 and straight["epoch"] == 1 and straight["batch_index"] == 3
+    assert straight["iteration"] == 7  # epochs of 4: stopped inside the second
     for stop in (2, 4):
         out = f"stopped_at_{stop}"
         run_main([*common, "--out", out, "--max-iters", str(stop)], capsys)
@@ -580,8 +580,12 @@ def test_resume_continues_exactly(tmp_path, capsys, monkeypatch):
         assert f" it {stop + 1}/7 " in printed
         resumed = cyclegan.load_checkpoint(f"{out}/checkpoint.pt")
         for key in ("model", "optimizer_G", "optimizer_D", "scaler", "pools",
-                    "rng", "epoch", "iteration"):
+                    "rng", "iteration"):
             assert tensors_equal(straight[key], resumed[key]), (stop, key)
+    printed = run_main(["--out", "straight", "--max-iters", "7", "--resume"], capsys).out
+    assert "nothing to train: this run has reached its last iteration, 7" in printed
+    assert tensors_equal(cyclegan.load_checkpoint("straight/checkpoint.pt")["model"],
+                         straight["model"])
 
 
 def test_resume_takes_its_settings_from_the_checkpoint(tmp_path, capsys, monkeypatch):
