@@ -591,7 +591,7 @@ def generator_from_state_dict(state, path):
     reason = f"no model.1.weight among {', '.join(list(weights)[:3]) or 'no keys'}, ..."
     if torch.is_tensor(first) and first.dim() == 4:
         n_blocks = len({key.split(".")[1] for key in weights if ".conv_block." in key})
-        generator = Generator(first.shape[0], n_blocks)
+        generator = Generator(len(first), n_blocks)
         try:
             generator.load_state_dict(weights)
             return generator
@@ -682,8 +682,8 @@ def peak_memory(device):
 
 # --- 9. Checkpoints, exact resume, progress -------------------------------------------------
 # Everything that decides the future of a run lives in one checkpoint dict: the networks, Adam's
-# moments, the schedule, the pools' contents, the random state, and the position in the epoch
-# (whose order is rebuilt from the seed). Restored, the run continues as if it had never
+# moments, the pools' contents, the random state, and the iteration (from which the epoch's image
+# order and learning rate are rebuilt). Restored, the run continues as if it had never
 # stopped: bit for bit on a CPU (a GPU's fastest kernels are not bitwise repeatable).
 
 def parts_of(run):
@@ -815,13 +815,14 @@ def run_name(data):
 def latest_run_folder(data):
     """The newest of runs/<name>, runs/<name>2, ... that holds a checkpoint."""
     name = run_name(data)
-    runs = [f"runs/{folder}/checkpoint.pt" for folder in os.listdir("runs")
-            if re.fullmatch(re.escape(name) + r"\d*", folder)] if os.path.isdir("runs") else []
-    runs = [path for path in runs if os.path.isfile(path)]
-    if not runs:
+    folders = os.listdir("runs") if os.path.isdir("runs") else []
+    checkpoints = [f"runs/{folder}/checkpoint.pt" for folder in folders
+                   if re.fullmatch(re.escape(name) + r"\d*", folder)]
+    checkpoints = [path for path in checkpoints if os.path.isfile(path)]
+    if not checkpoints:
         raise CycleGANError(f"no run of --data {data} in runs/ (looked for runs/{name}*/"
                             f"checkpoint.pt); train one with: {command_to_run(['--data', data])}")
-    return os.path.dirname(max(runs, key=os.path.getmtime))
+    return os.path.dirname(max(checkpoints, key=os.path.getmtime))
 
 def new_run_folder(data):
     """The first free one of runs/<name>, runs/<name>2, runs/<name>3, ..."""
