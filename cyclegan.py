@@ -809,8 +809,8 @@ RUNNING_OPTIONS = {
 }
 
 def run_name(data):
-    """'summer2winter' -> summer2winter_yosemite; a folder path -> its last part."""
-    return os.path.basename(os.path.normpath(resolve_data_path(data))) if data != "demo" else data
+    """'summer2winter' -> summer2winter_yosemite; a folder path -> its last part; demo -> demo."""
+    return os.path.basename(os.path.normpath(resolve_data_path(data)))
 
 def latest_run_folder(data):
     """The newest of runs/<name>, runs/<name>2, ... that holds a checkpoint."""
