@@ -32,7 +32,6 @@ data, training loop, using the trained model. Sections 8-13 are machinery a stud
 import argparse
 import contextlib
 import datetime
-import json
 import math
 import os
 import re
@@ -44,7 +43,6 @@ import time
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F_nn  # "F" is the paper's name for the Y->X generator
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 import torchvision.utils as vutils
@@ -269,12 +267,11 @@ def generator_step(model, real_X, real_Y, opt_G, precision, args):
         # L_cyc: there and back again should return the input (both directions, eq. 2).
         cycle_X = cycle_consistency_loss(real_X, model.G_YtoX(fake_Y), args.lambda_cycle)
         cycle_Y = cycle_consistency_loss(real_Y, model.G_XtoY(fake_X), args.lambda_cycle)
+        idt_X = idt_Y = torch.zeros((), device=real_X.device)
         if args.lambda_identity > 0:  # G(y) ~ y and F(x) ~ x, weighted 0.5 * lambda_cycle
             weight = args.lambda_cycle * args.lambda_identity
             idt_X = identity_loss(real_X, model.G_YtoX(real_X), weight)
             idt_Y = identity_loss(real_Y, model.G_XtoY(real_Y), weight)
-        else:
-            idt_X = idt_Y = torch.zeros((), device=real_X.device)
     # The generators' side of eq. 3 (adversarial + lambda * cycle) plus the identity term; the
     # weights are already inside the terms. One backward pass reaches both generators.
     losses = torch.stack([adv_XtoY, adv_YtoX, cycle_X, cycle_Y, idt_X, idt_Y])
@@ -319,10 +316,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", "
 # (train X, train Y, test X, test Y): the official layout, then Udacity's summer2winter layout.
 LAYOUTS = (("trainA", "trainB", "testA", "testB"),
            ("summer", "winter", "test_summer", "test_winter"))
-# The datasets that download_data.sh knows (a test keeps the two lists equal).
-DOWNLOADABLE = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2photo",
-                "cezanne2photo", "ukiyoe2photo", "vangogh2photo", "maps", "facades",
-                "iphone2dslr_flower", "ae_photos", "mini", "mini_pix2pix", "mini_colorization")
 
 def to_model_range(images):
     """uint8 pixels in [0, 255] -> floats in [-1, 1], the range of the generators' tanh output."""
@@ -347,8 +340,8 @@ def find_domain_folders(data):
         folders = [os.path.join(root, name) for name in layout]
         if os.path.isdir(folders[0]) and os.path.isdir(folders[1]):
             return folders
-    name = os.path.basename(root)
-    hint = f"to get it run: bash download_data.sh {name}" if name in DOWNLOADABLE else "check it"
+    hint = "check it" if os.path.dirname(root) != "datasets" else (  # --data NAME, not a path
+        f"if it is a CycleGAN dataset, run: bash download_data.sh {os.path.basename(root)}")
     raise CycleGANError(f"no dataset for --data {data}: looked in {root}/ for trainA/ trainB/ "
                         f"(testA/ testB/) or summer/ winter/ (test_summer/ test_winter/); {hint}")
 
@@ -364,9 +357,8 @@ def load_image(path, load_size=None):
             # occur in the CycleGAN sets, and each must reach the network as 3 channels.
             if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
                 # 16-bit greyscale: convert("RGB") would clip it to white, so scale it down.
-                img = img.convert("F")
-                scale = 255.0 / 65535 if img.getextrema()[1] > 255 else 1.0
-                img = img.point(lambda v: v * scale).convert("L")
+                scale = 255 / 65535 if img.getextrema()[1] > 255 else 1
+                img = img.convert("F").point(lambda v: v * scale).convert("L")
             if img.mode in ("P", "PA", "LA"):
                 img = img.convert("RGBA")  # the route PIL wants for palettes with transparency
             img = img.convert("RGB")
@@ -382,11 +374,8 @@ def load_folder(folder, load_size, limit=None):
     paths = list_images(folder)[:limit]
     if not paths:
         raise CycleGANError(f"no images in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    images = torch.empty(len(paths), 3, load_size, load_size, dtype=torch.uint8)
-    for i, path in enumerate(paths):
-        images[i] = load_image(path, load_size)
-        print(f"\rdecoding {folder}: {i + 1}/{len(paths)}", end="" if i + 1 < len(paths) else "\n")
-    return images
+    print(f"decoding {len(paths)} images in {folder}", flush=True)
+    return torch.stack([load_image(path, load_size) for path in paths])
 
 class UnpairedImages:
     """Both training domains in memory as uint8, and the random crop/flip that makes each batch.
@@ -397,19 +386,17 @@ class UnpairedImages:
     """
     def __init__(self, images_X, images_Y, image_size, seed):
         self.images_X, self.images_Y, self.seed = images_X, images_Y, seed
+        self.epoch_length = max(len(images_X), len(images_Y))  # images per epoch
         # A random 128px window of the 143px image, mirrored half the time: the official code's
         # only augmentation, which gives a ~1,000-photo domain more variety to learn from.
         self.augment = T.Compose([T.RandomCrop(image_size), T.RandomHorizontalFlip()])
-
-    def __len__(self):
-        return max(len(self.images_X), len(self.images_Y))
 
     def epoch_batches(self, epoch, batch_size):
         """-> the epoch's batches, as (x_indices, y_indices) pairs. The order is derived from
         (seed, epoch) alone, so a resumed run can rebuild the epoch it stopped in."""
         rng = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        x_indices = torch.randperm(len(self), generator=rng) % len(self.images_X)
-        y_indices = torch.randint(len(self.images_Y), (len(self),), generator=rng)
+        x_indices = torch.randperm(self.epoch_length, generator=rng) % len(self.images_X)
+        y_indices = torch.randint(len(self.images_Y), (self.epoch_length,), generator=rng)
         return list(zip(x_indices.split(batch_size), y_indices.split(batch_size)))
 
     def batch(self, x_indices, y_indices, device):
@@ -469,13 +456,11 @@ def train(args, run_folder, checkpoint=None, introduction=""):
     print(introduction, end="")
     if checkpoint is not None:
         restore_training(run, checkpoint, device)
-    batches_per_epoch = math.ceil(len(data) / args.batch_size)
+    batches_per_epoch = math.ceil(data.epoch_length / args.batch_size)
     last = min((args.epochs + args.decay_epochs) * batches_per_epoch, args.max_iters or math.inf)
     print(f"device {device}, precision {precision.name}; {len(data.images_X)} images in X, "
           f"{len(data.images_Y)} in Y, {batches_per_epoch} iterations per epoch, "
-          f"stopping at iteration {last}")
-    if run.iteration >= last:
-        print(f"nothing to train: this run has reached its last iteration, {last}")
+          f"stopping at iteration {last}" + (": nothing to train" if run.iteration >= last else ""))
     test_X, test_Y = test_X.to(device), test_Y.to(device)
     os.makedirs(f"{run_folder}/samples", exist_ok=True)
     log = ProgressLog(run_folder, run.iteration, device)
@@ -522,8 +507,7 @@ def save_sample_grid(model, test_X, test_Y, precision, path):
     with torch.no_grad(), precision.autocast():
         fake_Y, fake_X = model.G_XtoY(test_X), model.G_YtoX(test_Y)
         rows = [test_X, fake_Y, model.G_YtoX(fake_Y), test_Y, fake_X, model.G_XtoY(fake_X)]
-    vutils.save_image(torch.cat(rows).float(), path, nrow=len(test_X), padding=2,
-                      normalize=True, value_range=(-1, 1))
+    vutils.save_image((torch.cat(rows).float() + 1) / 2, path, nrow=len(test_X))  # into [0, 1]
 
 # --- 7. Using the trained model ---------------------------------------------------------------
 # The generators are fully convolutional, so a model trained on 128px crops translates photos of
@@ -534,7 +518,7 @@ def save_sample_grid(model, test_X, test_Y, precision, path):
 def translate_image(generator, image):
     """(N, 3, H, W) in [-1, 1], any H and W -> translated, same shape."""
     height, width = image.shape[-2:]
-    padded = F_nn.pad(image, (0, -width % 4, 0, -height % 4), mode="reflect")
+    padded = nn.functional.pad(image, (0, -width % 4, 0, -height % 4), mode="reflect")
     return generator(padded)[..., :height, :width]
 
 def translate(options):
@@ -597,9 +581,8 @@ def generator_from_state_dict(state, path):
             return generator
         except RuntimeError as error:  # its first reason is the useful line
             reason = f"ngf {len(first)}, {n_blocks} blocks: " + str(error).splitlines()[1].strip()
-    raise CycleGANError(f"{path} holds no generator that fits ({reason[:150]}); expected "
-                        "a cyclegan.py checkpoint, or a generator state_dict with model.1.weight "
-                        "(ngf, 3, 7, 7) and model.N.conv_block keys")
+    raise CycleGANError(f"{path} holds no generator that fits ({reason[:150]}); expected a "
+                        "cyclegan.py checkpoint, or a generator state_dict in the official naming")
 
 # ==============================================================================================
 # The machinery. What follows makes the program pleasant to use (precision, checkpoints, run
@@ -616,11 +599,10 @@ def generator_from_state_dict(state, path):
 def cpu_has_native_bf16():
     """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is
     emulated and slower than fp32. Linux tells us in /proc/cpuinfo; elsewhere we assume not."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read().split()
-    except OSError:
+    if not os.path.exists("/proc/cpuinfo"):
         return False
+    with open("/proc/cpuinfo") as f:
+        flags = f.read().split()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 def automatic_precision(device):
@@ -656,29 +638,10 @@ def choose_device(name):
             "cpu": 1}
     name = next(kind for kind in have if have[kind]) if name == "auto" else name
     kind, _, index = name.partition(":")
-    if kind not in have or not (index or "0").isdigit():
-        raise CycleGANError(f"--device {name}: unknown; use auto, cpu, cuda, cuda:N or mps")
-    if int(index or 0) >= have[kind]:
-        raise CycleGANError(f"--device {name}: this machine has no such device that torch can use")
+    if kind not in have or not (index or "0").isdigit() or int(index or 0) >= have[kind]:
+        raise CycleGANError(f"--device {name}: not a device that torch can use on this machine; "
+                            "use auto, cpu, cuda, cuda:N or mps")
     return torch.device(name)
-
-def reset_peak_memory(device):
-    """Starts this run's own peak-memory count (a notebook may run several in one process)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    elif os.path.exists("/proc/self/clear_refs"):  # Linux: "5" resets the peak RAM (VmHWM)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-
-def peak_memory(device):
-    """The most memory this run has held: on the GPU, or in RAM (read on Linux) on the CPU."""
-    if device.type == "cuda":
-        return f"{torch.cuda.max_memory_allocated(device) / 1e9:.2f} GB GPU"
-    if device.type != "cpu" or not os.path.exists("/proc/self/status"):
-        return "not measured here"
-    with open("/proc/self/status") as f:
-        kilobytes = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
-    return f"{kilobytes / 1e6:.2f} GB RAM"
 
 # --- 9. Checkpoints, exact resume, progress -------------------------------------------------
 # Everything that decides the future of a run lives in one checkpoint dict: the networks, Adam's
@@ -748,7 +711,8 @@ class ProgressLog:
     def __init__(self, run_folder, iteration, device):
         self.csv_path, self.device = f"{run_folder}/losses.csv", device
         self.losses, self.step_times, self.start = [], [], time.perf_counter()
-        reset_peak_memory(device)
+        if device.type == "cuda":  # this run's own peak: a notebook may run several
+            torch.cuda.reset_peak_memory_stats(device)
         if iteration == 0:  # a resumed run appends to its losses.csv
             with open(self.csv_path, "w") as f:
                 print("iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it", sep=",", file=f)
@@ -761,10 +725,9 @@ class ProgressLog:
     def stop_if_not_finite(self, iteration):
         # A NaN would poison every later step: stop, and keep the last good checkpoint.
         if not all(torch.isfinite(losses).all() for losses in self.losses):
-            raise CycleGANError(
-                f"a loss became non-finite (NaN or inf) before iteration {iteration}; stopped "
-                f"without saving, {os.path.dirname(self.csv_path)}/checkpoint.pt keeps the last "
-                "good state. Try a lower --lr or --precision fp32")
+            raise CycleGANError(f"a loss became non-finite (NaN or inf) before iteration "
+                                f"{iteration}; {os.path.dirname(self.csv_path)}/checkpoint.pt "
+                                "keeps the last good state. Try a lower --lr or --precision fp32")
 
     def write(self, run, epoch, last_iteration):
         """A progress line and a losses.csv row: the mean losses since the last one, and the
@@ -784,10 +747,11 @@ class ProgressLog:
         # The first steps are slower (memory allocation, kernel selection): the median after them
         # is the speed a long run will have.
         steady = self.step_times[5:] or self.step_times or [0.0]
-        return (f"done: {len(self.step_times)} iterations in "
-                f"{time.perf_counter() - self.start:.1f} s, "
-                f"{statistics.median(steady):.3f} s/it (median after the first 5), "
-                f"peak memory {peak_memory(self.device)}")
+        line = (f"done: {len(self.step_times)} iterations in {time.perf_counter() - self.start:.1f}"
+                f" s, {statistics.median(steady):.3f} s/it (median after the first 5)")
+        if self.device.type == "cuda":  # the most GPU memory this run has held
+            line += f", peak GPU memory {torch.cuda.max_memory_allocated(self.device) / 1e9:.2f} GB"
+        return line
 
 # --- 10. Run folders and settings -------------------------------------------------------------
 # A new run goes to the first free folder of runs/<dataset>, runs/<dataset>2, runs/<dataset>3 ...
@@ -804,8 +768,7 @@ RUNNING_OPTIONS = {
     "log_every": (100, "print progress and a losses.csv row every N iterations"),
     "checkpoint_every": (1000, "save the checkpoint every N iterations (and at each epoch end)"),
     "device": ("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"),
-    "precision": ("auto", "auto, fp32, bf16 or fp16 (auto: bf16 where the hardware has it, "
-                          "fp16 on older CUDA GPUs, else fp32)"),
+    "precision": ("auto", "auto: bf16 where the hardware has it, fp16 on older GPUs, else fp32"),
 }
 
 def run_name(data):
@@ -845,9 +808,9 @@ def prepare_run(typed):
         saved = {**defaults, **checkpoint["settings"]}
         for key in PAPER_SETTINGS:
             if key in typed and typed[key] != saved[key]:
-                raise CycleGANError(
-                    f"--{key.replace('_', '-')} {typed[key]} does not match the checkpoint's "
-                    f"{saved[key]}; drop the flag to resume, or start a new run without --resume")
+                raise CycleGANError(f"--{key.replace('_', '-')} {typed[key]} does not match the "
+                                    f"checkpoint's {saved[key]}; drop the flag to resume, or "
+                                    "start a new run without --resume")
         settings, source = {**saved, **typed}, f"resuming {run_folder}"
     else:
         run_folder, checkpoint = typed.get("out") or new_run_folder(data), None
@@ -882,8 +845,6 @@ def check_settings(args):
         if value < 0 or (value == 0 and flag in positive):
             must = "positive" if flag in positive else "at least 0"
             raise CycleGANError(f"--{flag.replace('_', '-')} {value}: must be {must}")
-    if args.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise CycleGANError(f"--precision {args.precision}: use auto, fp32, bf16 or fp16")
 
 # --- 11. Ctrl-C -------------------------------------------------------------------------------
 # Python turns Ctrl-C into a KeyboardInterrupt wherever the program happens to be, which could be
@@ -985,7 +946,8 @@ def build_arg_parser():
                             description="Train CycleGAN (Zhu et al. 2017) or translate images.")
     for key, (default, meaning) in {**PAPER_SETTINGS, **RUNNING_OPTIONS}.items():
         kind = int if default is None else type(default)  # None: a number given or derived
-        parser.add_argument("--" + key.replace("_", "-"), type=kind,
+        choices = ("auto", "fp32", "bf16", "fp16") if key == "precision" else None
+        parser.add_argument("--" + key.replace("_", "-"), type=kind, choices=choices,
                             help=meaning + ("" if default is None else f" (default {default})"))
     parser.add_argument("--out", help="run folder (default: runs/<dataset>, runs/<dataset>2, "
                                       "...); with --translate, the output folder (translated)")
@@ -1006,7 +968,7 @@ def in_notebook():
 def command_to_run(arguments):
     """How to run cyclegan.py with these arguments where the user is: a shell or a notebook."""
     if in_notebook():
-        return f"main({json.dumps(arguments)})"
+        return f"main({arguments!r})"
     return "python cyclegan.py " + shlex.join(arguments)
 
 def main(argv=None):

@@ -2,8 +2,8 @@
 
     python .ci/benchmark.py [--iters 30] [--image-size 128]
 
-For each precision it runs the real command line on a folder of generated images and reads its
-`done:` line, then times the bare step (train_step on tensors already in memory, nothing else)
+For each precision it runs the real command line on a folder of generated images, reads its
+`done:` line and the process's peak RAM (resident set, from the kernel), then times the bare step (train_step on tensors already in memory, nothing else)
 in the same configuration, and prints the loop's overhead as the ratio of the two.
 """
 import argparse
@@ -51,8 +51,14 @@ def main():
             command = [sys.executable, os.path.join(ROOT, "cyclegan.py"), "--data", "data",
                        "--image-size", str(options.image_size), "--max-iters", str(options.iters),
                        "--precision", flag, "--out", f"run_{flag}", "--device", "cpu"]
-            result = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=True)
-            done = result.stdout.strip().splitlines()[-1]
+            with tempfile.TemporaryFile("w+") as output:
+                process = subprocess.Popen(command, cwd=folder, stdout=output, text=True)
+                _, status, usage = os.wait4(process.pid, 0)  # usage: this run's resources
+                process.returncode = os.waitstatus_to_exitcode(status)
+                assert process.returncode == 0, f"{command} failed"
+                output.seek(0)
+                done = output.read().strip().splitlines()[-1]
+            done += f", peak RAM {usage.ru_maxrss / 1e6:.2f} GB"  # Linux counts it in KB
             loop = float(re.search(r"([\d.]+) s/it", done).group(1))
             bare = bare_step_seconds(name, options.image_size, options.iters)
             print(f"--precision {flag} ({name}): {done}")
