@@ -267,7 +267,7 @@ def generator_step(model, real_X, real_Y, opt_G, precision, args):
         # L_cyc: there and back again should return the input (both directions, eq. 2).
         cycle_X = cycle_consistency_loss(real_X, model.G_YtoX(fake_Y), args.lambda_cycle)
         cycle_Y = cycle_consistency_loss(real_Y, model.G_XtoY(fake_X), args.lambda_cycle)
-        idt_X = idt_Y = torch.zeros((), device=real_X.device)
+        idt_X = idt_Y = torch.zeros((), device=real_X.device)  # unless the identity loss is on:
         if args.lambda_identity > 0:  # G(y) ~ y and F(x) ~ x, weighted 0.5 * lambda_cycle
             weight = args.lambda_cycle * args.lambda_identity
             idt_X = identity_loss(real_X, model.G_YtoX(real_X), weight)
@@ -768,7 +768,7 @@ RUNNING_OPTIONS = {
     "log_every": (100, "print progress and a losses.csv row every N iterations"),
     "checkpoint_every": (1000, "save the checkpoint every N iterations (and at each epoch end)"),
     "device": ("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"),
-    "precision": ("auto", "auto: bf16 where the hardware has it, fp16 on older GPUs, else fp32"),
+    "precision": ("auto", "auto: bf16 where the hardware has it, fp16 on older CUDA GPUs, or fp32"),
 }
 
 def run_name(data):

@@ -359,8 +359,7 @@ def test_fp32_never_constructs_an_autocast(tmp_path, capsys, monkeypatch):
         cyclegan.Precision("bf16", torch.device("cpu")).autocast()
 
 
-def test_peak_memory_on_a_gpu_is_each_runs_own_and_read_on_the_device_that_ran(monkeypatch,
-                                                                              tmp_path):
+def test_peak_gpu_memory_is_each_runs_own_and_read_on_its_device(monkeypatch, tmp_path):
     """On CUDA the `done:` line gives the run's own peak GPU memory (a notebook may run several
     main() calls in one process); elsewhere it gives none (the benchmark measures RAM)."""
     calls = []

@@ -3,8 +3,9 @@
     python .ci/benchmark.py [--iters 30] [--image-size 128]
 
 For each precision it runs the real command line on a folder of generated images, reads its
-`done:` line and the process's peak RAM (resident set, from the kernel), then times the bare step (train_step on tensors already in memory, nothing else)
-in the same configuration, and prints the loop's overhead as the ratio of the two.
+`done:` line and the process's peak RAM (resident set, from the kernel), then times the bare step
+(train_step on tensors already in memory, nothing else) in the same configuration, and prints the
+loop's overhead as the ratio of the two.
 """
 import argparse
 import os
