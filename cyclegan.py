@@ -11,7 +11,6 @@ loss asks that translating there and back returns the input, F(G(x)) ~ x and G(F
 to keep the content of x and change only its season.
 
 The objective, with least-squares adversarial losses (paper section 4, "LSGAN"):
-
     L_GAN(G, D_Y)  = E_y[(D_Y(y) - 1)^2] + E_x[D_Y(G(x))^2]        (eq. 1, in least squares)
     G minimises      E_x[(D_Y(G(x)) - 1)^2]                        (and F likewise, with D_X)
     L_cyc(G, F)    = E_x[||F(G(x)) - x||_1] + E_y[||G(F(y)) - y||_1]                     (eq. 2)
@@ -127,13 +126,15 @@ class Generator(nn.Module):
         for mult in (1, 2):  # d128, d256: stride-2 convs, (N, 64, H, W) -> (N, 256, H/4, W/4)
             layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1),
                        nn.InstanceNorm2d(ngf * mult * 2), nn.ReLU(inplace=True)]
+        # The residual blocks work at a quarter of the resolution: 16x fewer positions to compute,
+        # and their twelve 3x3 convolutions there see ~110 input pixels across: most of the crop.
         layers += [ResidualBlock(ngf * 4) for _ in range(n_blocks)]  # R256 x 6, shape kept
         for mult in (4, 2):  # u128, u64: transposed convs back to (N, 64, H, W)
             layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1,
                                           output_padding=1),
                        nn.InstanceNorm2d(ngf * mult // 2), nn.ReLU(inplace=True)]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]  # c7s1-3: (N, 3, H, W)
-        self.model = nn.Sequential(*layers)
+        # c7s1-3 back to (N, 3, H, W), and a tanh that puts the output in [-1, 1], the inputs' range
+        self.model = nn.Sequential(*layers, nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh())
 
     def forward(self, x):
         return self.model(x)
@@ -148,25 +149,18 @@ class Discriminator(nn.Module):
     stride 1) -> 16 -> 34 -> 70 (C256, C128, C64, stride 2). So each score judges a 70x70 patch."""
     def __init__(self, ndf=64):
         super().__init__()
-        layers = [nn.Conv2d(3, ndf, 4, stride=2, padding=1),  # C64, no norm: (N, 64, 64, 64)
-                  nn.LeakyReLU(0.2, inplace=True)]
-        channels = ndf
-        for stride in (2, 2, 1):  # C128 (32x32), C256 (16x16), C512 with stride 1 (15x15)
-            layers += [nn.Conv2d(channels, channels * 2, 4, stride=stride, padding=1),
-                       nn.InstanceNorm2d(channels * 2), nn.LeakyReLU(0.2, inplace=True)]
-            channels *= 2
+        # C64: (N, 64, 64, 64). No norm on this first layer (the paper's appendix 7.2, after DCGAN,
+        # whose authors found that normalising the discriminator's input layer made it unstable).
+        # Leaky ReLUs (slope 0.2) throughout, so that negative activations still pass gradient.
+        layers = [nn.Conv2d(3, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        for mult, stride in ((1, 2), (2, 2), (4, 1)):  # C128 (32x32), C256 (16x16), C512 (15x15)
+            layers += [nn.Conv2d(ndf * mult, ndf * mult * 2, 4, stride=stride, padding=1),
+                       nn.InstanceNorm2d(ndf * mult * 2), nn.LeakyReLU(0.2, inplace=True)]
         # No sigmoid: the least-squares loss wants raw scores. (N, 512, 15, 15) -> (N, 1, 14, 14)
-        layers += [nn.Conv2d(channels, 1, 4, stride=1, padding=1)]
-        self.model = nn.Sequential(*layers)
+        self.model = nn.Sequential(*layers, nn.Conv2d(ndf * 8, 1, 4, stride=1, padding=1))
 
     def forward(self, x):
         return self.model(x)
-
-def init_weights(module):
-    """Weights ~ N(0, 0.02) and biases 0, as in the paper (section 4) and pix2pix before it."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-        nn.init.zeros_(module.bias)
 
 class CycleGAN(nn.Module):
     """The four networks in one module, so one state_dict and one .to(device) cover them all.
@@ -177,7 +171,10 @@ class CycleGAN(nn.Module):
         self.G_YtoX = Generator(ngf, n_blocks)  # the paper's F
         self.D_X = Discriminator(ndf)
         self.D_Y = Discriminator(ndf)
-        self.apply(init_weights)
+        for module in self.modules():  # weights ~ N(0, 0.02), biases 0: the paper's section 4
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+                nn.init.zeros_(module.bias)
 
     def __repr__(self):
         # One line, so that a notebook cell ending in main([...]) does not print ~150 layers.
@@ -228,14 +225,13 @@ class ImagePool:
 
     def query(self, images):
         """Until the pool is full, return the new images and keep them. After that, each new
-        image has a 1 in 2 chance to be swapped for a stored one, which it replaces."""
-        if self.pool_size == 0:
-            return images.detach()
+        image has a 1 in 2 chance to be swapped for a stored one, which it replaces: on average
+        half of what a discriminator sees is the newest fake, half an older one."""
         out = []
         for image in images.detach().float().split(1):
             if len(self.images) < self.pool_size:
                 self.images.append(image)
-            elif torch.rand(1).item() < 0.5:  # swap: the stored fake goes out, the new one in
+            elif self.pool_size and torch.rand(1).item() < 0.5:
                 i = torch.randint(self.pool_size, (1,)).item()
                 self.images[i], image = image, self.images[i]
             out.append(image)
@@ -267,8 +263,9 @@ def generator_step(model, real_X, real_Y, opt_G, precision, args):
         # L_cyc: there and back again should return the input (both directions, eq. 2).
         cycle_X = cycle_consistency_loss(real_X, model.G_YtoX(fake_Y), args.lambda_cycle)
         cycle_Y = cycle_consistency_loss(real_Y, model.G_XtoY(fake_X), args.lambda_cycle)
-        idt_X = idt_Y = torch.zeros((), device=real_X.device)  # unless the identity loss is on:
-        if args.lambda_identity > 0:  # G(y) ~ y and F(x) ~ x, weighted 0.5 * lambda_cycle
+        # Identity: G(y) ~ y and F(x) ~ x, weighted 0.5 * lambda_cycle; zero when switched off.
+        idt_X = idt_Y = torch.zeros((), device=real_X.device)
+        if args.lambda_identity > 0:
             weight = args.lambda_cycle * args.lambda_identity
             idt_X = identity_loss(real_X, model.G_YtoX(real_X), weight)
             idt_Y = identity_loss(real_Y, model.G_XtoY(real_Y), weight)
@@ -279,6 +276,7 @@ def generator_step(model, real_X, real_Y, opt_G, precision, args):
     precision.scaler.step(opt_G)
     model.D_X.requires_grad_(True)
     model.D_Y.requires_grad_(True)
+    # The fakes go on to the discriminator step: one generator pass serves both steps.
     return fake_X, fake_Y, losses.detach()
 
 def discriminator_step(model, real_X, real_Y, fake_X, fake_Y, pools, opt_D, precision):
@@ -293,6 +291,7 @@ def discriminator_step(model, real_X, real_Y, fake_X, fake_Y, pools, opt_D, prec
         # the scale of the paper's and the official code's.
         loss_D_X = 0.5 * (real_mse_loss(model.D_X(real_X)) + fake_mse_loss(model.D_X(fake_X)))
         loss_D_Y = 0.5 * (real_mse_loss(model.D_Y(real_Y)) + fake_mse_loss(model.D_Y(fake_Y)))
+    # D_X and D_Y share no weights: one backward pass of the sum gives each its own gradient.
     precision.scaler.scale(loss_D_X + loss_D_Y).backward()
     precision.scaler.step(opt_D)
     precision.scaler.update()  # once per iteration: the next scale, from both steps' overflows
@@ -300,11 +299,10 @@ def discriminator_step(model, real_X, real_Y, fake_X, fake_Y, pools, opt_D, prec
 
 def train_step(model, real_X, real_Y, optimizers, pools, precision, args):
     """One iteration: generators first, then discriminators. Returns the LOSS_NAMES values."""
-    fake_X, fake_Y, generator_losses = generator_step(model, real_X, real_Y, optimizers[0],
-                                                      precision, args)
-    discriminator_losses = discriminator_step(model, real_X, real_Y, fake_X, fake_Y, pools,
-                                              optimizers[1], precision)
-    return torch.cat([discriminator_losses, generator_losses])
+    fake_X, fake_Y, losses_G = generator_step(model, real_X, real_Y, optimizers[0], precision, args)
+    losses_D = discriminator_step(model, real_X, real_Y, fake_X, fake_Y, pools, optimizers[1],
+                                  precision)
+    return torch.cat([losses_D, losses_G])
 
 # --- 5. Data ----------------------------------------------------------------------------------
 # Two folders of unpaired images. Both are decoded once at start-up into uint8 tensors (the whole
@@ -324,9 +322,8 @@ def to_model_range(images):
 def resolve_data_path(data):
     """'summer2winter' -> datasets/summer2winter_yosemite, as download_data.sh places it."""
     name = {"summer2winter": "summer2winter_yosemite"}.get(data, data)
-    if "/" in name or os.sep in name or os.path.isdir(name):
-        return name
-    return os.path.join("datasets", name)
+    is_path = "/" in name or os.sep in name or os.path.isdir(name)
+    return name if is_path else os.path.join("datasets", name)
 
 def list_images(folder):
     """All images below `folder` (Udacity's layout nests them one level deeper), sorted."""
@@ -394,6 +391,7 @@ class UnpairedImages:
     def epoch_batches(self, epoch, batch_size):
         """-> the epoch's batches, as (x_indices, y_indices) pairs. The order is derived from
         (seed, epoch) alone, so a resumed run can rebuild the epoch it stopped in."""
+        # A random stream of its own for each (seed, epoch), while epochs stay below 100,003.
         rng = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         x_indices = torch.randperm(self.epoch_length, generator=rng) % len(self.images_X)
         y_indices = torch.randint(len(self.images_Y), (self.epoch_length,), generator=rng)
@@ -415,6 +413,7 @@ def load_dataset(args):
     images_X, images_Y = load_folder(train_X, args.load_size), load_folder(train_Y, args.load_size)
     test_X = load_folder(test_X, args.load_size, 4) if list_images(test_X) else images_X[:4]
     test_Y = load_folder(test_Y, args.load_size, 4) if list_images(test_Y) else images_Y[:4]
+    # The grids show the centre crop: the same view of the same images at every iteration.
     return (UnpairedImages(images_X, images_Y, args.image_size, args.seed),
             to_model_range(TF.center_crop(test_X, args.image_size)),
             to_model_range(TF.center_crop(test_Y, args.image_size)))
@@ -473,14 +472,19 @@ def train(args, run_folder, checkpoint=None, introduction=""):
             epoch, index = divmod(run.iteration, batches_per_epoch)
             if index == 0 or batches is None:  # a new epoch, or the one a resumed run is in
                 batches = data.epoch_batches(epoch, args.batch_size)
+                # Set by hand, not by a torch LR scheduler: the rate follows from the epoch alone,
+                # so a resumed run has no scheduler state to restore.
                 for optimizer in run.optimizers:
                     optimizer.param_groups[0]["lr"] = learning_rate(epoch, args)
+            # s/it counts making the batch and the step, not the occasional sample grid or save.
             step_start = time.perf_counter()
             real_X, real_Y = data.batch(*batches[index], device)
             losses = train_step(run.model, real_X, real_Y, run.optimizers, run.pools, precision,
                                 args)
             run.iteration += 1
-            log.add(losses, time.perf_counter() - step_start)
+            log.losses.append(losses)
+            log.step_times.append(time.perf_counter() - step_start)
+            # The first iteration logs too: a run shows at once that it works, and how fast.
             if run.iteration % args.log_every == 0 or len(log.step_times) == 1:
                 log.write(run, epoch, last)
             if run.iteration % args.sample_every == 0:
@@ -574,6 +578,7 @@ def generator_from_state_dict(state, path):
     first = weights.get("model.1.weight")  # c7s1-64's kernels: (ngf, 3, 7, 7)
     reason = f"no model.1.weight among {', '.join(list(weights)[:3]) or 'no keys'}, ..."
     if torch.is_tensor(first) and first.dim() == 4:
+        # Each residual block is one layer index N with keys model.N.conv_block.*
         n_blocks = len({key.split(".")[1] for key in weights if ".conv_block." in key})
         generator = Generator(len(first), n_blocks)
         try:
@@ -589,7 +594,6 @@ def generator_from_state_dict(state, path):
 # folders, Ctrl-C, the demo task, the command line) but holds nothing of CycleGAN itself: a
 # student may stop reading here.
 # ==============================================================================================
-
 # --- 8. Hardware and precision ----------------------------------------------------------------
 # Mixed precision: the networks can run under autocast in bf16 or fp16 (convolutions in 16 bits;
 # weights, optimiser and losses stay fp32): 1.5x faster on a 2-core CPU with bf16 instructions,
@@ -599,11 +603,9 @@ def generator_from_state_dict(state, path):
 def cpu_has_native_bf16():
     """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is
     emulated and slower than fp32. Linux tells us in /proc/cpuinfo; elsewhere we assume not."""
-    if not os.path.exists("/proc/cpuinfo"):
-        return False
-    with open("/proc/cpuinfo") as f:
-        flags = f.read().split()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:  # no such file: not Linux
+        return bool({"avx512_bf16", "amx_bf16"} & set(f.read().split()))
+    return False
 
 def automatic_precision(device):
     """bf16 on CUDA GPUs of capability 8.0 and later (Ampere on) and on CPUs with bf16
@@ -665,7 +667,9 @@ def save_training(run_folder, run, args, log):
 def restore_training(run, checkpoint, device):
     """Puts a checkpoint's state into a freshly built run, which then continues where it was."""
     for name, part in parts_of(run).items():
-        if name != "scaler" or (run.scaler.is_enabled() and checkpoint["scaler"]):  # {}: fp32
+        # Only fp16 has a gradient scaler with a state (one switched off saves {}); a run resumed
+        # in another precision than it was saved in starts with a fresh one.
+        if name != "scaler" or (run.scaler.is_enabled() and checkpoint["scaler"]):
             part.load_state_dict(checkpoint[name])
     for pool, images in zip(run.pools, checkpoint["pools"]):
         pool.images = [image.to(device) for image in images]
@@ -691,6 +695,7 @@ def read_torch_file(path):
         # weights_only: a file from the internet cannot run code as it is loaded
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for damaged files
+        # The first sentence of torch's message, or the error's type if it has none
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0].split(". ")[0]
         raise CycleGANError(f"cannot read checkpoint {path}: {reason[:150]} (a damaged file, or "
                             "not a PyTorch file)") from None
@@ -710,17 +715,12 @@ class ProgressLog:
     line is written: reading one (.item()) would make the CPU wait for the GPU at every step."""
     def __init__(self, run_folder, iteration, device):
         self.csv_path, self.device = f"{run_folder}/losses.csv", device
-        self.losses, self.step_times, self.start = [], [], time.perf_counter()
+        self.losses, self.step_times, self.start = [], [], time.perf_counter()  # the loop appends
         if device.type == "cuda":  # this run's own peak: a notebook may run several
             torch.cuda.reset_peak_memory_stats(device)
         if iteration == 0:  # a resumed run appends to its losses.csv
             with open(self.csv_path, "w") as f:
                 print("iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it", sep=",", file=f)
-
-    def add(self, losses, seconds):
-        """One iteration's losses (on the device) and its time in seconds."""
-        self.losses.append(losses)
-        self.step_times.append(seconds)
 
     def stop_if_not_finite(self, iteration):
         # A NaN would poison every later step: stop, and keep the last good checkpoint.
@@ -779,6 +779,7 @@ def latest_run_folder(data):
     """The newest of runs/<name>, runs/<name>2, ... that holds a checkpoint."""
     name = run_name(data)
     folders = os.listdir("runs") if os.path.isdir("runs") else []
+    # runs/demo and runs/demo2 hold runs of demo; runs/demo_small holds another dataset's.
     checkpoints = [f"runs/{folder}/checkpoint.pt" for folder in folders
                    if re.fullmatch(re.escape(name) + r"\d*", folder)]
     checkpoints = [path for path in checkpoints if os.path.isfile(path)]
@@ -840,9 +841,8 @@ def check_settings(args):
     positive = ("batch_size", "epochs", "ngf", "ndf", "lr", "max_iters", "sample_every",
                 "log_every", "checkpoint_every")
     for flag, value in vars(args).items():  # every other number may be 0, the seed anything
-        if type(value) not in (int, float) or flag == "seed":
-            continue
-        if value < 0 or (value == 0 and flag in positive):
+        is_number = type(value) in (int, float) and flag != "seed"
+        if is_number and (value < 0 or (value == 0 and flag in positive)):
             must = "positive" if flag in positive else "at least 0"
             raise CycleGANError(f"--{flag.replace('_', '-')} {value}: must be {must}")
 

@@ -342,6 +342,21 @@ def test_auto_precision_on_cpu_and_mps(monkeypatch):
     assert cyclegan.automatic_precision(torch.device("mps")) == "fp32"
 
 
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch):
+    """/proc/cpuinfo's flags decide; a machine without that file (macOS, Windows) has none."""
+    def fake_open(flags):
+        def opener(path, *args, **kwargs):
+            assert path == "/proc/cpuinfo"
+            if flags is None:
+                raise FileNotFoundError(path)
+            return io.StringIO(f"processor\t: 0\nflags\t\t: fpu sse2 avx2 {flags}\n")
+        return opener
+    for flags, expected in (("avx512f avx512_bf16", True), ("amx_tile amx_bf16", True),
+                            ("avx512f avx512_vnni", False), (None, False)):
+        monkeypatch.setattr(cyclegan, "open", fake_open(flags), raising=False)
+        assert cyclegan.cpu_has_native_bf16() is expected, flags
+
+
 def test_fp32_never_constructs_an_autocast(tmp_path, capsys, monkeypatch):
     """torch < 2.5 raises for torch.autocast("mps", enabled=False): fp32 must not build one."""
     def refuse(*args, **kwargs):
