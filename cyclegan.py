@@ -150,7 +150,7 @@ class Discriminator(nn.Module):
     def __init__(self, ndf=64):
         super().__init__()
         # C64: (N, 64, 64, 64). No norm on this first layer (the paper's appendix 7.2, after DCGAN,
-        # whose authors found that normalising the discriminator's input layer made it unstable).
+        # whose authors found training unstable with the discriminator's input layer normalised).
         # Leaky ReLUs (slope 0.2) throughout, so that negative activations still pass gradient.
         layers = [nn.Conv2d(3, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
         for mult, stride in ((1, 2), (2, 2), (4, 1)):  # C128 (32x32), C256 (16x16), C512 (15x15)
