@@ -231,7 +231,7 @@ class ImagePool:
         for image in images.detach().float().split(1):
             if len(self.images) < self.pool_size:
                 self.images.append(image)
-            elif self.pool_size and torch.rand(1).item() < 0.5:
+            elif self.pool_size and torch.rand(1).item() < 0.5:  # size 0: no pool, no swap
                 i = torch.randint(self.pool_size, (1,)).item()
                 self.images[i], image = image, self.images[i]
             out.append(image)
