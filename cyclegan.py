@@ -83,9 +83,9 @@ DEFAULT_SETTINGS = {
     # Ours.
     "seed": (0, "random seed: the same seed repeats a run bit for bit on a CPU (not on a GPU)"),
 }
-# --data demo: a toy task built in (the same drawn landscape in summer and in winter colours,
-# section 7) that learns in about a minute on a CPU: 32px images, small networks, 400 iterations,
-# and a 5x higher learning rate for the short schedule (our choices, tested in test_cyclegan.py).
+# --data demo: a toy task built in (the same drawn landscape in summer and in winter colours)
+# that learns in about a minute on a CPU: 32px images, small networks, 400 iterations, and a 5x
+# higher learning rate for the short schedule (our choices; the tests check that it learns).
 DEMO_SETTINGS = {"image_size": 32, "ngf": 16, "ndf": 16, "n_blocks": 2, "epochs": 1,
                  "decay_epochs": 1, "lr": 1e-3}
 
@@ -321,7 +321,7 @@ class ImagePool:
 #   1. the generators take a step on their side of eq. 3 plus the identity term, with the
 #      discriminators held fixed;
 #   2. the discriminators take a step on real images and on fakes drawn from the history pool.
-# `precision` is chosen for the hardware (section 10): precision.autocast() runs the networks in
+# `precision` is chosen for the hardware: precision.autocast() runs the networks in
 # 16-bit floats where that is fast, and precision.scaler guards fp16 gradients against underflow.
 # In fp32 and bf16 the scaler is switched off: scaler.scale(loss).backward() is loss.backward(),
 # scaler.step(optimizer) is optimizer.step(), and scaler.update() does nothing.
@@ -355,7 +355,8 @@ def generator_step(model, real_X, real_Y, opt_G, precision, args):
         else:  # switched off: no work, and a 0 in the log
             idt_X = torch.zeros((), device=real_X.device)
             idt_Y = torch.zeros((), device=real_X.device)
-    # The generators' side of eq. 3, plus the identity term; each term carries its own weight.
+    # The generators' side of eq. 3 plus the identity term, each term already weighted:
+    #   L_GAN(G, D_Y) + L_GAN(F, D_X) + lambda * L_cyc(G, F) + 0.5 * lambda * L_identity(G, F)
     # One backward pass reaches both generators.
     loss_G = adv_XtoY + adv_YtoX + cycle_X + cycle_Y + idt_X + idt_Y
     precision.scaler.scale(loss_G).backward()

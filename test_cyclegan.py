@@ -106,7 +106,7 @@ def command_line(args, cwd, **kwargs):
                           capture_output=True, text=True, timeout=300, **kwargs)
 
 
-# --- networks ---------------------------------------------------------------------------------
+# --- 1. Networks ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("size, patches", [(128, 14), (256, 30)])
 def test_networks_shapes_at_paper_sizes(size, patches):
@@ -166,7 +166,7 @@ def test_weights_are_initialised_from_normal_0_002():
     assert torch.count_nonzero(biases) == 0
 
 
-# --- losses and pool --------------------------------------------------------------------------
+# --- 2. Losses --------------------------------------------------------------------------------
 
 def test_losses_on_hand_made_values():
     scores = torch.tensor([0.0, 1.0, 2.0, 0.5])
@@ -180,6 +180,8 @@ def test_losses_on_hand_made_values():
     # the losses are computed in fp32 even for bf16 inputs
     assert cyclegan.real_mse_loss(scores.bfloat16()).dtype == torch.float32
 
+
+# --- 3. The history pool ----------------------------------------------------------------------
 
 def test_image_pool_fills_to_its_size_then_swaps_and_never_grows():
     torch.manual_seed(0)
@@ -201,7 +203,7 @@ def test_image_pool_fills_to_its_size_then_swaps_and_never_grows():
     assert torch.equal(cyclegan.ImagePool(0).query(image), image)  # size 0: no pool
 
 
-# --- training step and schedule ---------------------------------------------------------------
+# --- 4. One training step ---------------------------------------------------------------------
 
 def make_step_objects(precision_name="fp32"):
     args = tiny_args(lr=1e-3)
@@ -355,6 +357,40 @@ def test_discriminator_loss_factor_does_not_change_adams_update(monkeypatch):
     assert updates[0].abs().sum() > 0 and difference < 0.01
 
 
+# --- 5. Data ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layout", ["official", "udacity"])
+def test_loader_reads_mixed_images_in_both_layouts(tmp_path, layout):
+    root = make_dataset(tmp_path / "data", layout, n_x=4, n_y=3)
+    data, test_X, test_Y = cyclegan.load_dataset(tiny_args(data=root))
+    assert data.images_X.shape == (4, 3, 36, 36) and data.images_X.dtype == torch.uint8
+    assert data.images_Y.shape == (3, 3, 36, 36)
+    assert test_X.shape == test_Y.shape == (2, 3, 32, 32)
+    assert data.epoch_length == 4  # max(|X|, |Y|)
+    batches = data.epoch_batches(0, 2)
+    assert [len(x) for x, _ in batches] == [2, 2]
+    x_order, y_order = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+    assert sorted(x_order.tolist()) == [0, 1, 2, 3] and all(0 <= i < 3 for i in y_order)
+    assert not torch.equal(data.epoch_batches(1, 4)[0][0], x_order) or not torch.equal(
+        data.epoch_batches(2, 4)[0][0], x_order)  # a new order each epoch
+    x, y = data.batch(*batches[0], "cpu")
+    assert x.shape == y.shape == (2, 3, 32, 32) and x.dtype == torch.float32
+    assert x.min() >= -1 and x.max() <= 1 and x.std() > 0.1
+
+
+def test_batches_come_from_the_decoded_cache_without_reading_files(tmp_path, monkeypatch):
+    data, _, _ = cyclegan.load_dataset(tiny_args(data=make_dataset(tmp_path / "data")))
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("decoded an image per step"))
+    x, y = data.batch(*data.epoch_batches(0, 1)[0], "cpu")
+    crop = (x[0] + 1) * 127.5  # the crop is one of the cached pixels' windows
+    cached = data.images_X.float()
+    windows = [cached[i, :, t:t + 32, l:l + 32] for i in range(3) for t in range(5) for l in range(5)]
+    assert any(torch.allclose(crop, w, atol=1e-3) or torch.allclose(crop, w.flip(-1), atol=1e-3)
+               for w in windows)
+
+
+# --- 6. The training loop ---------------------------------------------------------------------
+
 def test_learning_rate_is_constant_then_falls_linearly_to_zero():
     paper = argparse.Namespace(lr=2e-4, epochs=100, decay_epochs=100)
     factors = [cyclegan.learning_rate(epoch, paper) / 2e-4 for epoch in range(200)]
@@ -380,7 +416,179 @@ def test_training_run_applies_the_schedule(tmp_path, capsys, monkeypatch):
         assert state[name]["param_groups"][0]["lr"] == pytest.approx(0.001 / 3)
 
 
-# --- hardware: precision, autocast, device queries, memory ------------------------------------
+def test_two_iteration_command_line_run_writes_its_outputs(tmp_path):
+    make_dataset(tmp_path / "data")
+    result = command_line(["--data", "data", *TINY, "--max-iters", "2", "--sample-every", "1",
+                           "--log-every", "1", "--device", "cpu"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("new run in"))
+    assert lines[start].startswith("new run in runs/data with the default settings; typed: --data")
+    assert "image-size 32, load-size 36, batch-size 1, epochs 100" in lines[start + 1]
+    assert lines[-1].startswith("done: 2 iterations in ") and " s/it " in lines[-1]
+    run = tmp_path / "runs" / "data"
+    state = cyclegan.load_checkpoint(str(run / "checkpoint.pt"))
+    assert state["iteration"] == 2 and state["settings"]["image_size"] == 32
+    rows = (run / "losses.csv").read_text().splitlines()
+    assert rows[0].split(",")[:4] == ["iteration", "epoch", "lr", "D_X"] and len(rows) == 3
+    assert all(float(v) > 0 for v in rows[2].split(",")[3:])
+    grid = Image.open(run / "samples" / "iter_0000002.png")
+    # 6 rows (x, G(x), F(G(x)), y, F(y), G(F(y))) of 2 test images, 32px and 2px padding
+    assert grid.size == (2 + 2 * 34, 2 + 6 * 34)
+
+
+# --- 7. Did it learn? -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cyclegan_learns_the_demo_translation(tmp_path, capsys, monkeypatch, precision):
+    """`python cyclegan.py --data demo` as it is (bf16: the default on CPUs that have it).
+    G(x) must come close to the true winter twin of x, which no unpaired image showed it:
+    clearly closer than the average winter image, which is what a generator that ignores its
+    input (or a run without the cycle loss) converges to."""
+    monkeypatch.chdir(tmp_path)
+    model = cyclegan.main(["--data", "demo", "--precision", precision])
+    assert f"precision {precision}" in capsys.readouterr().out
+    errors = cyclegan.demo_translation_errors(model, 32, cyclegan.Precision(
+        precision, torch.device("cpu")))
+    print(precision, errors)
+    assert demo_check_passes(errors), errors
+
+
+def demo_check_passes(errors):
+    return (errors["XtoY"] < 0.6 * errors["average_XtoY"]
+            and errors["YtoX"] < 0.6 * errors["average_YtoX"])
+
+
+def test_the_demo_check_fails_a_generator_that_ignores_its_input():
+    """The bar above is not met by a generator that outputs one image whatever it is given."""
+    torch.manual_seed(0)
+    model = cyclegan.CycleGAN(16, 16, 2)
+    winter = cyclegan.to_model_range(cyclegan.demo_images(0, 200, 32, "winter")).mean(0)
+    summer = cyclegan.to_model_range(cyclegan.demo_images(200, 200, 32, "summer")).mean(0)
+
+    class Constant(torch.nn.Module):  # the best input-blind answer: the average target image
+        def __init__(self, image):
+            super().__init__()
+            self.image = torch.nn.Parameter(image)
+
+        def forward(self, x):
+            return self.image.expand_as(x) + 0 * x
+
+    model.G_XtoY, model.G_YtoX = Constant(winter), Constant(summer)
+    errors = cyclegan.demo_translation_errors(model, 32, cyclegan.Precision("fp32", torch.device("cpu")))
+    assert not demo_check_passes(errors), errors
+
+
+# --- 8. Using the trained model ---------------------------------------------------------------
+
+def test_translate_keeps_each_image_size(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_dataset(tmp_path / "data")
+    run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys)
+    write_image("photos/odd.jpg", size=(301, 217))
+    write_image("photos/more/a.png", "RGBA", size=(64, 48))
+    write_image("photos/more/b.png", "L", size=(64, 48))
+    phone_photo("photos/phone.jpg")
+    printed = run_main(["--data", "data", "--translate", "photos/odd.jpg", "photos/more",
+                        "photos/phone.jpg", "--direction", "YtoX", "--out", "translated"],
+                       capsys).out
+    assert "done: translated 4 images YtoX with runs/data/checkpoint.pt" in printed
+    assert Image.open("translated/odd_YtoX.png").size == (301, 217)
+    assert Image.open("translated/a_YtoX.png").size == (64, 48)
+    assert Image.open("translated/b_YtoX.png").mode == "RGB"
+    assert Image.open("translated/phone_YtoX.png").size == (40, 60)
+    # the output is the generator's, not a copy of the input
+    model = cyclegan.CycleGAN(4, 4, 1)
+    model.load_state_dict(cyclegan.load_checkpoint("runs/data/checkpoint.pt")["model"])
+    image = cyclegan.to_model_range(cyclegan.load_image("photos/more/a.png"))[None]
+    with torch.no_grad(), cyclegan.Precision("auto", torch.device("cpu")).autocast():
+        expected = (cyclegan.translate_image(model.G_YtoX, image).float()[0] + 1) * 127.5
+    written = TF.pil_to_tensor(Image.open("translated/a_YtoX.png"))
+    assert (written.float() - expected).abs().max() <= 1.01
+    error = fails_with(["--translate", "photos", "--checkpoint", "nowhere.pt"], capsys)
+    assert "no checkpoint at nowhere.pt" in error
+    write_image("photos/a.jpg")  # a second "a": a_YtoX.png would be written twice
+    error = fails_with(["--data", "data", "--translate", "photos"], capsys)
+    assert "two inputs have the same name" in error
+
+
+# ==============================================================================================
+# The machinery (sections 9-16 of cyclegan.py), then the download script and the project files.
+# ==============================================================================================
+
+# --- 9. Image files and dataset folders -------------------------------------------------------
+
+def test_unusual_image_kinds_load_as_rgb(tmp_path):
+    cases = {"grey16.png": ("I;16", 65535, (255, 255, 255)),
+             "grey16_half.png": ("I;16", 32896, (128, 128, 128)),
+             "cmyk.jpg": ("CMYK", None, None), "palette_alpha.png": ("P", "transparent", None),
+             "rgba.png": ("RGBA", None, None), "grey.png": ("L", None, None),
+             "tiny.png": ("RGB", None, None)}
+    for name, (mode, value, _) in cases.items():
+        size = (7, 5) if name == "tiny.png" else (40, 36)
+        write_image(str(tmp_path / name), mode, size=size, value=value)
+    for name, (_, _, expected) in cases.items():
+        image = cyclegan.load_image(str(tmp_path / name), 36)
+        assert image.shape == (3, 36, 36) and image.dtype == torch.uint8, name
+        if expected:
+            assert tuple(image[:, 10, 10].tolist()) == expected, name
+
+
+def phone_photo(path):
+    """A JPEG stored 60 wide and 40 high, red in its stored top-left corner, with the EXIF tag
+    (orientation 6) that tells viewers to turn it 90 degrees clockwise: upright it is 40 x 60."""
+    image = Image.new("RGB", (60, 40), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 15, 15))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    image.save(path, exif=exif.tobytes(), quality=95)
+    return path
+
+
+def test_exif_rotated_photos_load_upright(tmp_path):
+    upright = cyclegan.load_image(phone_photo(str(tmp_path / "phone.jpg")))
+    assert upright.shape == (3, 60, 40)  # height 60, width 40
+    # turned clockwise, the stored top-left corner is now the top-right
+    assert upright[0, 2, -3] > 200 and upright[2, 2, -3] < 60
+    assert upright[0, 2, 2] < 60
+
+
+def test_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    error = fails_with(["--data", "summer2winter"], capsys)
+    assert "datasets/summer2winter_yosemite/" in error and "trainA/ trainB/" in error
+    assert "summer/ winter/" in error
+    assert "bash download_data.sh summer2winter_yosemite" in error
+    assert not os.path.exists("runs")  # nothing written
+    error = fails_with(["--data", "nowhere"], capsys)  # a name: perhaps one the script knows
+    assert "looked in datasets/nowhere/" in error and "run: bash download_data.sh nowhere" in error
+    error = fails_with(["--data", "my/photos"], capsys)
+    assert "looked in my/photos/" in error and "; check it" in error
+
+
+def test_empty_domain_folder_is_named(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_dataset(tmp_path / "data")
+    for f in os.listdir("data/trainB"):
+        os.remove(os.path.join("data/trainB", f))
+    (tmp_path / "data/trainB/notes.txt").write_text("not an image")
+    error = fails_with(["--data", "data", *TINY], capsys)
+    assert "no images in data/trainB" in error and not os.path.exists("runs")
+
+
+def test_truncated_image_is_named(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_dataset(tmp_path / "data")
+    write_image("data/trainA/big.jpg", size=(200, 200))
+    data = open("data/trainA/big.jpg", "rb").read()
+    open("data/trainA/big.jpg", "wb").write(data[: len(data) // 2])
+    error = fails_with(["--data", "data", *TINY], capsys)
+    assert error.startswith("error: cannot read image data/trainA/big.jpg: ")
+    assert error.count("\n") == 1
+
+
+# --- 10. Hardware and precision ---------------------------------------------------------------
 
 GPUS = {"T4": (7, 5), "V100": (7, 0), "A100": (8, 0), "H100": (9, 0)}
 
@@ -463,178 +671,7 @@ def test_peak_gpu_memory_is_each_runs_own_and_read_on_its_device(monkeypatch, tm
     assert "memory" not in cyclegan.ProgressLog(str(tmp_path), 0, torch.device("cpu")).summary()
 
 
-def test_runs_in_one_process_leave_no_settings_behind(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    make_dataset(tmp_path / "data")
-    torch.backends.cudnn.benchmark = False
-    handler = signal.getsignal(signal.SIGINT)
-    run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys)
-    run_main(["--data", "data", "--max-iters", "1", "--ngf", "4", "--ndf", "4", "--n-blocks", "1",
-              "--image-size", "24"], capsys)
-    assert torch.backends.cudnn.benchmark is False and signal.getsignal(signal.SIGINT) is handler
-    assert cyclegan.load_checkpoint("runs/data2/checkpoint.pt")["settings"]["load_size"] == 27
-
-
-# --- data -------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("layout", ["official", "udacity"])
-def test_loader_reads_mixed_images_in_both_layouts(tmp_path, layout):
-    root = make_dataset(tmp_path / "data", layout, n_x=4, n_y=3)
-    data, test_X, test_Y = cyclegan.load_dataset(tiny_args(data=root))
-    assert data.images_X.shape == (4, 3, 36, 36) and data.images_X.dtype == torch.uint8
-    assert data.images_Y.shape == (3, 3, 36, 36)
-    assert test_X.shape == test_Y.shape == (2, 3, 32, 32)
-    assert data.epoch_length == 4  # max(|X|, |Y|)
-    batches = data.epoch_batches(0, 2)
-    assert [len(x) for x, _ in batches] == [2, 2]
-    x_order, y_order = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
-    assert sorted(x_order.tolist()) == [0, 1, 2, 3] and all(0 <= i < 3 for i in y_order)
-    assert not torch.equal(data.epoch_batches(1, 4)[0][0], x_order) or not torch.equal(
-        data.epoch_batches(2, 4)[0][0], x_order)  # a new order each epoch
-    x, y = data.batch(*batches[0], "cpu")
-    assert x.shape == y.shape == (2, 3, 32, 32) and x.dtype == torch.float32
-    assert x.min() >= -1 and x.max() <= 1 and x.std() > 0.1
-
-
-def test_batches_come_from_the_decoded_cache_without_reading_files(tmp_path, monkeypatch):
-    data, _, _ = cyclegan.load_dataset(tiny_args(data=make_dataset(tmp_path / "data")))
-    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("decoded an image per step"))
-    x, y = data.batch(*data.epoch_batches(0, 1)[0], "cpu")
-    crop = (x[0] + 1) * 127.5  # the crop is one of the cached pixels' windows
-    cached = data.images_X.float()
-    windows = [cached[i, :, t:t + 32, l:l + 32] for i in range(3) for t in range(5) for l in range(5)]
-    assert any(torch.allclose(crop, w, atol=1e-3) or torch.allclose(crop, w.flip(-1), atol=1e-3)
-               for w in windows)
-
-
-def test_unusual_image_kinds_load_as_rgb(tmp_path):
-    cases = {"grey16.png": ("I;16", 65535, (255, 255, 255)),
-             "grey16_half.png": ("I;16", 32896, (128, 128, 128)),
-             "cmyk.jpg": ("CMYK", None, None), "palette_alpha.png": ("P", "transparent", None),
-             "rgba.png": ("RGBA", None, None), "grey.png": ("L", None, None),
-             "tiny.png": ("RGB", None, None)}
-    for name, (mode, value, _) in cases.items():
-        size = (7, 5) if name == "tiny.png" else (40, 36)
-        write_image(str(tmp_path / name), mode, size=size, value=value)
-    for name, (_, _, expected) in cases.items():
-        image = cyclegan.load_image(str(tmp_path / name), 36)
-        assert image.shape == (3, 36, 36) and image.dtype == torch.uint8, name
-        if expected:
-            assert tuple(image[:, 10, 10].tolist()) == expected, name
-
-
-def phone_photo(path):
-    """A JPEG stored 60 wide and 40 high, red in its stored top-left corner, with the EXIF tag
-    (orientation 6) that tells viewers to turn it 90 degrees clockwise: upright it is 40 x 60."""
-    image = Image.new("RGB", (60, 40), (0, 0, 255))
-    image.paste((255, 0, 0), (0, 0, 15, 15))
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    image.save(path, exif=exif.tobytes(), quality=95)
-    return path
-
-
-def test_exif_rotated_photos_load_upright(tmp_path):
-    upright = cyclegan.load_image(phone_photo(str(tmp_path / "phone.jpg")))
-    assert upright.shape == (3, 60, 40)  # height 60, width 40
-    # turned clockwise, the stored top-left corner is now the top-right
-    assert upright[0, 2, -3] > 200 and upright[2, 2, -3] < 60
-    assert upright[0, 2, 2] < 60
-
-
-def test_demo_draws_the_same_scene_in_both_seasons():
-    summer, winter = (cyclegan.demo_images(7, 2, 32, season) for season in ("summer", "winter"))
-    assert summer.shape == winter.shape == (2, 3, 32, 32) and summer.dtype == torch.uint8
-    # the bottom row is ground in both: green in summer, snow in winter
-    assert (summer[0, 1, -1].float() > summer[0, 0, -1].float() + 30).all()
-    assert (winter[0, :, -1].float() > 160).all()
-    # the same ridge line: below it, summer is green (little blue), winter white (much red)
-    assert torch.equal(summer[0, 2] < 100, winter[0, 0] > 170)
-    assert not torch.equal(summer[0], summer[1])
-    assert torch.equal(cyclegan.demo_images(7, 2, 32, "summer"), summer)  # deterministic
-
-
-# --- the command line and its outputs ---------------------------------------------------------
-
-def test_two_iteration_command_line_run_writes_its_outputs(tmp_path):
-    make_dataset(tmp_path / "data")
-    result = command_line(["--data", "data", *TINY, "--max-iters", "2", "--sample-every", "1",
-                           "--log-every", "1", "--device", "cpu"], tmp_path)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("new run in"))
-    assert lines[start].startswith("new run in runs/data with the default settings; typed: --data")
-    assert "image-size 32, load-size 36, batch-size 1, epochs 100" in lines[start + 1]
-    assert lines[-1].startswith("done: 2 iterations in ") and " s/it " in lines[-1]
-    run = tmp_path / "runs" / "data"
-    state = cyclegan.load_checkpoint(str(run / "checkpoint.pt"))
-    assert state["iteration"] == 2 and state["settings"]["image_size"] == 32
-    rows = (run / "losses.csv").read_text().splitlines()
-    assert rows[0].split(",")[:4] == ["iteration", "epoch", "lr", "D_X"] and len(rows) == 3
-    assert all(float(v) > 0 for v in rows[2].split(",")[3:])
-    grid = Image.open(run / "samples" / "iter_0000002.png")
-    # 6 rows (x, G(x), F(G(x)), y, F(y), G(F(y))) of 2 test images, 32px and 2px padding
-    assert grid.size == (2 + 2 * 34, 2 + 6 * 34)
-
-
-def test_help_and_readme_list_every_flag():
-    parser = cyclegan.build_arg_parser()
-    flags = [option for action in parser._actions for option in action.option_strings
-             if option.startswith("--") and option != "--help"]
-    readme = open(os.path.join(HERE, "README.md")).read()
-    options_table = readme.split("## Options")[1].split("\n## ")[0]
-    for flag in flags:
-        assert f"`{flag}" in options_table, f"README's options table lacks {flag}"
-    text = re.sub(r"\s+", " ", parser.format_help())
-    for key, (default, _) in cyclegan.DEFAULT_SETTINGS.items():  # help shows the defaults
-        if default is not None:
-            assert f"(default {default})" in text, key
-
-
-def test_the_demo_is_the_default_of_data_demo(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    printed = run_main(["--data", "demo", "--max-iters", "2", "--epochs", "3"], capsys).out
-    lines = printed.splitlines()
-    assert lines[0] == ("new run in runs/demo with the demo's settings; typed: --data --max-iters "
-                        "--epochs")
-    assert ("data demo, image-size 32, load-size 36, batch-size 1, epochs 3, decay-epochs 1, "
-            "lr 0.001") in lines[1]
-    assert "ngf 16, ndf 16, n-blocks 2" in lines[1]
-    assert cyclegan.load_checkpoint("runs/demo/checkpoint.pt")["settings"]["epochs"] == 3
-
-
-# --- run folders: a re-run never fails and never overwrites ------------------------------------
-
-def test_new_runs_take_the_next_free_folder(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    make_dataset(tmp_path / "data")
-    for expected in ("runs/data", "runs/data2", "runs/data3"):
-        printed = run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys).out
-        assert f"\nnew run in {expected} with" in printed
-        assert cyclegan.load_checkpoint(f"{expected}/checkpoint.pt")["iteration"] == 1
-    stamp = os.path.getmtime("runs/data/checkpoint.pt")
-    error = fails_with(["--data", "data", *TINY, "--max-iters", "1", "--out", "runs/data"], capsys)
-    assert "runs/data/checkpoint.pt already exists: add --resume" in error
-    assert os.path.getmtime("runs/data/checkpoint.pt") == stamp
-
-
-def test_resume_and_translate_take_the_newest_run(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    make_dataset(tmp_path / "data")
-    for _ in range(2):
-        run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys)
-    os.utime("runs/data/checkpoint.pt", (time.time() + 10, time.time() + 10))  # newest now
-    printed = run_main(["--data", "data", "--resume", "--max-iters", "2"], capsys).out
-    assert "\nresuming runs/data;" in printed
-    assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 2
-    assert cyclegan.load_checkpoint("runs/data2/checkpoint.pt")["iteration"] == 1
-    write_image("photo.jpg")
-    printed = run_main(["--data", "data", "--translate", "photo.jpg"], capsys).out
-    assert "with runs/data/checkpoint.pt" in printed
-
-
-# --- never lose a run -------------------------------------------------------------------------
+# --- 11. Checkpoints, exact resume, progress --------------------------------------------------
 
 def test_resume_continues_exactly(tmp_path, capsys, monkeypatch):
     """K iterations straight == stop mid-epoch, or at an epoch's end, and resume to K."""
@@ -716,33 +753,6 @@ cyclegan.main(["--data", "data", "--max-iters", "3", "--resume"])
     assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 2
 
 
-def test_ctrl_c_saves_and_the_printed_command_resumes(tmp_path):
-    make_dataset(tmp_path / "data")
-    process = subprocess.Popen(
-        [sys.executable, os.path.join(HERE, "cyclegan.py"), "--data", "data", "--image-size", "24",
-         "--ngf", "4", "--ndf", "4", "--n-blocks", "1", "--epochs", "50", "--decay-epochs", "0",
-         "--log-every", "1"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if " it 3/" in line:
-            process.send_signal(signal.SIGINT)
-            break
-    lines += process.stdout.readlines()
-    assert process.wait(timeout=60) == 0, "".join(lines)
-    text = "".join(lines)
-    assert lines[-1].startswith("done:")
-    iteration = int(text.split("interrupted at iteration ")[1].split(",")[0])
-    assert 3 <= iteration < 200
-    assert cyclegan.load_checkpoint(str(tmp_path / "runs/data/checkpoint.pt"))["iteration"] == iteration
-    command = text.split("resume with:\n")[1].splitlines()[0].strip()
-    assert command == "python cyclegan.py --resume --out runs/data"
-    result = command_line(shlex.split(command)[2:], tmp_path)  # exactly as printed
-    assert result.returncode == 0, result.stderr
-    assert cyclegan.load_checkpoint(str(tmp_path / "runs/data/checkpoint.pt"))["iteration"] == 200
-
-
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_dataset(tmp_path / "data")
@@ -773,40 +783,129 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path, capsys, monkeypatch):
     assert "no checkpoint at elsewhere/checkpoint.pt" in error
 
 
-# --- bad input --------------------------------------------------------------------------------
+# --- 12. Generator files: ours and the authors' -----------------------------------------------
 
-def test_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path, capsys, monkeypatch):
+def pretrained_file(path, ngf=8, n_blocks=3, legacy=True, running_stats=True, seed=1):
+    """A generator state_dict as the authors publish them: official keys, saved by old PyTorch
+    (the non-zip format) with instance-norm running statistics the network never uses."""
+    torch.manual_seed(seed)
+    generator = cyclegan.Generator(ngf, n_blocks)
+    state = dict(generator.state_dict())
+    if running_stats:
+        for index, channels in ((2, ngf), (5, 2 * ngf), (8, 4 * ngf)):
+            state[f"model.{index}.running_mean"] = torch.zeros(channels)
+            state[f"model.{index}.running_var"] = torch.ones(channels)
+            state[f"model.{index}.num_batches_tracked"] = torch.tensor(0)
+    torch.save(state, path, _use_new_zipfile_serialization=not legacy)
+    return generator
+
+
+def test_translate_with_an_official_generator_file(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    error = fails_with(["--data", "summer2winter"], capsys)
-    assert "datasets/summer2winter_yosemite/" in error and "trainA/ trainB/" in error
-    assert "summer/ winter/" in error
-    assert "bash download_data.sh summer2winter_yosemite" in error
-    assert not os.path.exists("runs")  # nothing written
-    error = fails_with(["--data", "nowhere"], capsys)  # a name: perhaps one the script knows
-    assert "looked in datasets/nowhere/" in error and "run: bash download_data.sh nowhere" in error
-    error = fails_with(["--data", "my/photos"], capsys)
-    assert "looked in my/photos/" in error and "; check it" in error
+    generator = pretrained_file("summer2winter_yosemite.pth")
+    phone_photo("photos/phone.jpg")
+    printed = run_main(["--translate", "photos/phone.jpg", "--checkpoint",
+                        "summer2winter_yosemite.pth", "--precision", "fp32"], capsys).out
+    assert "translated/phone_summer2winter_yosemite.png" in printed
+    written = Image.open("translated/phone_summer2winter_yosemite.png")
+    assert written.size == (40, 60)  # upright, as photo viewers show it
+    image = cyclegan.to_model_range(cyclegan.load_image("photos/phone.jpg"))[None]
+    with torch.no_grad():
+        expected = (cyclegan.translate_image(generator.eval(), image)[0] + 1) * 127.5
+    assert (TF.pil_to_tensor(written).float() - expected).abs().max() <= 1.01
+    error = fails_with(["--translate", "photos", "--checkpoint", "summer2winter_yosemite.pth",
+                        "--direction", "YtoX"], capsys)
+    assert "--direction does not apply" in error and error.count("\n") == 1
 
 
-def test_empty_domain_folder_is_named(tmp_path, capsys, monkeypatch):
+def test_our_generator_saved_alone_is_an_official_format_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = cyclegan.CycleGAN(4, 4, 1)
+    torch.save(model.G_XtoY.state_dict(), "mine.pth")
+    write_image("photo.png")
+    run_main(["--translate", "photo.png", "--checkpoint", "mine.pth"], capsys)
+    assert Image.open("translated/photo_mine.png").size == (40, 36)
+
+
+def test_wrong_generator_files_give_one_line_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_image("photo.png")
+    torch.save(cyclegan.Discriminator(8).state_dict(), "discriminator.pth")
+    torch.save({"weights": torch.zeros(3)}, "other.pth")
+    open("text.pth", "w").write("<html>404 Not Found</html>")
+    mixed = cyclegan.Generator(64, 2).state_dict()
+    mixed.update({k: v for k, v in cyclegan.Generator(32, 2).state_dict().items() if "conv_block" in k})
+    torch.save(mixed, "mixed.pth")
+    pretrained_file("truncated.pth")
+    data = open("truncated.pth", "rb").read()
+    open("truncated.pth", "wb").write(data[: len(data) // 2])
+    torch.save(torch.zeros(3), "tensor.pth")
+    state = cyclegan.CycleGAN(4, 4, 1).state_dict()  # written before the official names
+    old = {k.replace(".conv_block.", ".block."): v for k, v in state.items()}
+    torch.save({"settings": {}, "model": old}, "old.pt")
+    expected = {"discriminator.pth": "holds no generator that fits (no model.1.weight among "
+                                     "model.0.weight, model.0.bias, model.2.weight, ...)",
+                "other.pth": "holds no generator that fits (no model.1.weight among weights, "
+                             "...); expected a cyclegan.py checkpoint, or a generator state_dict "
+                             "in the official naming",
+                "old.pt": "holds no generator that fits (ngf 4, 0 blocks: Missing key(s) in "
+                          "state_dict",
+                "text.pth": "cannot read checkpoint text.pth",
+                "mixed.pth": "holds no generator that fits (ngf 64, 2 blocks: size mismatch "
+                             "for model.10.conv_block.1.weight",
+                "truncated.pth": "cannot read checkpoint truncated.pth",
+                "tensor.pth": "holds a Tensor, not a checkpoint"}
+    for name, message in expected.items():
+        error = fails_with(["--translate", "photo.png", "--checkpoint", name], capsys)
+        assert message in error and error.count("\n") == 1, (name, error)
+    error = fails_with(["--resume", "--out", ".", "--checkpoint", "x"], capsys)
+    assert "no checkpoint at ./checkpoint.pt" in error
+    pretrained_file("checkpoint.pt")
+    error = fails_with(["--resume", "--out", "."], capsys)
+    assert "not a cyclegan.py training checkpoint" in error
+    assert not os.path.exists("translated/photo_discriminator.png")
+
+
+# --- 13. Run folders and settings -------------------------------------------------------------
+
+def test_new_runs_take_the_next_free_folder(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_dataset(tmp_path / "data")
-    for f in os.listdir("data/trainB"):
-        os.remove(os.path.join("data/trainB", f))
-    (tmp_path / "data/trainB/notes.txt").write_text("not an image")
-    error = fails_with(["--data", "data", *TINY], capsys)
-    assert "no images in data/trainB" in error and not os.path.exists("runs")
+    for expected in ("runs/data", "runs/data2", "runs/data3"):
+        printed = run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys).out
+        assert f"\nnew run in {expected} with" in printed
+        assert cyclegan.load_checkpoint(f"{expected}/checkpoint.pt")["iteration"] == 1
+    stamp = os.path.getmtime("runs/data/checkpoint.pt")
+    error = fails_with(["--data", "data", *TINY, "--max-iters", "1", "--out", "runs/data"], capsys)
+    assert "runs/data/checkpoint.pt already exists: add --resume" in error
+    assert os.path.getmtime("runs/data/checkpoint.pt") == stamp
 
 
-def test_truncated_image_is_named(tmp_path, capsys, monkeypatch):
+def test_resume_and_translate_take_the_newest_run(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_dataset(tmp_path / "data")
-    write_image("data/trainA/big.jpg", size=(200, 200))
-    data = open("data/trainA/big.jpg", "rb").read()
-    open("data/trainA/big.jpg", "wb").write(data[: len(data) // 2])
-    error = fails_with(["--data", "data", *TINY], capsys)
-    assert error.startswith("error: cannot read image data/trainA/big.jpg: ")
-    assert error.count("\n") == 1
+    for _ in range(2):
+        run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys)
+    os.utime("runs/data/checkpoint.pt", (time.time() + 10, time.time() + 10))  # newest now
+    printed = run_main(["--data", "data", "--resume", "--max-iters", "2"], capsys).out
+    assert "\nresuming runs/data;" in printed
+    assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 2
+    assert cyclegan.load_checkpoint("runs/data2/checkpoint.pt")["iteration"] == 1
+    write_image("photo.jpg")
+    printed = run_main(["--data", "data", "--translate", "photo.jpg"], capsys).out
+    assert "with runs/data/checkpoint.pt" in printed
+
+
+def test_the_demo_is_the_default_of_data_demo(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    printed = run_main(["--data", "demo", "--max-iters", "2", "--epochs", "3"], capsys).out
+    lines = printed.splitlines()
+    assert lines[0] == ("new run in runs/demo with the demo's settings; typed: --data --max-iters "
+                        "--epochs")
+    assert ("data demo, image-size 32, load-size 36, batch-size 1, epochs 3, decay-epochs 1, "
+            "lr 0.001") in lines[1]
+    assert "ngf 16, ndf 16, n-blocks 2" in lines[1]
+    assert cyclegan.load_checkpoint("runs/demo/checkpoint.pt")["settings"]["epochs"] == 3
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -835,6 +934,77 @@ def test_impossible_settings_are_refused_before_any_work(tmp_path, capsys, monke
     assert not os.path.exists("runs")
 
 
+# --- 14. Ctrl-C -------------------------------------------------------------------------------
+
+def test_ctrl_c_saves_and_the_printed_command_resumes(tmp_path):
+    make_dataset(tmp_path / "data")
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "cyclegan.py"), "--data", "data", "--image-size", "24",
+         "--ngf", "4", "--ndf", "4", "--n-blocks", "1", "--epochs", "50", "--decay-epochs", "0",
+         "--log-every", "1"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if " it 3/" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    lines += process.stdout.readlines()
+    assert process.wait(timeout=60) == 0, "".join(lines)
+    text = "".join(lines)
+    assert lines[-1].startswith("done:")
+    iteration = int(text.split("interrupted at iteration ")[1].split(",")[0])
+    assert 3 <= iteration < 200
+    assert cyclegan.load_checkpoint(str(tmp_path / "runs/data/checkpoint.pt"))["iteration"] == iteration
+    command = text.split("resume with:\n")[1].splitlines()[0].strip()
+    assert command == "python cyclegan.py --resume --out runs/data"
+    result = command_line(shlex.split(command)[2:], tmp_path)  # exactly as printed
+    assert result.returncode == 0, result.stderr
+    assert cyclegan.load_checkpoint(str(tmp_path / "runs/data/checkpoint.pt"))["iteration"] == 200
+
+
+# --- 15. The demo's landscapes ----------------------------------------------------------------
+
+def test_demo_draws_the_same_scene_in_both_seasons():
+    summer, winter = (cyclegan.demo_images(7, 2, 32, season) for season in ("summer", "winter"))
+    assert summer.shape == winter.shape == (2, 3, 32, 32) and summer.dtype == torch.uint8
+    # the bottom row is ground in both: green in summer, snow in winter
+    assert (summer[0, 1, -1].float() > summer[0, 0, -1].float() + 30).all()
+    assert (winter[0, :, -1].float() > 160).all()
+    # the same ridge line: below it, summer is green (little blue), winter white (much red)
+    assert torch.equal(summer[0, 2] < 100, winter[0, 0] > 170)
+    assert not torch.equal(summer[0], summer[1])
+    assert torch.equal(cyclegan.demo_images(7, 2, 32, "summer"), summer)  # deterministic
+
+
+# --- 16. Command line and notebooks -----------------------------------------------------------
+
+def test_help_and_readme_list_every_flag():
+    parser = cyclegan.build_arg_parser()
+    flags = [option for action in parser._actions for option in action.option_strings
+             if option.startswith("--") and option != "--help"]
+    readme = open(os.path.join(HERE, "README.md")).read()
+    options_table = readme.split("## Options")[1].split("\n## ")[0]
+    for flag in flags:
+        assert f"`{flag}" in options_table, f"README's options table lacks {flag}"
+    text = re.sub(r"\s+", " ", parser.format_help())
+    for key, (default, _) in cyclegan.DEFAULT_SETTINGS.items():  # help shows the defaults
+        if default is not None:
+            assert f"(default {default})" in text, key
+
+
+def test_runs_in_one_process_leave_no_settings_behind(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_dataset(tmp_path / "data")
+    torch.backends.cudnn.benchmark = False
+    handler = signal.getsignal(signal.SIGINT)
+    run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys)
+    run_main(["--data", "data", "--max-iters", "1", "--ngf", "4", "--ndf", "4", "--n-blocks", "1",
+              "--image-size", "24"], capsys)
+    assert torch.backends.cudnn.benchmark is False and signal.getsignal(signal.SIGINT) is handler
+    assert cyclegan.load_checkpoint("runs/data2/checkpoint.pt")["settings"]["load_size"] == 27
+
+
 def test_in_a_notebook_errors_print_one_line_and_do_not_exit(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cyclegan, "in_notebook", lambda: True)
@@ -846,7 +1016,66 @@ def test_in_a_notebook_errors_print_one_line_and_do_not_exit(tmp_path, capsys, m
     assert cyclegan.main(["--help"]) is None and "usage: cyclegan.py" in capsys.readouterr().out
 
 
-# --- download_data.sh, against a server on 127.0.0.1 -----------------------------------------
+def test_pasted_into_a_jupyter_kernel(tmp_path):
+    """As a Colab user does it: the whole file in one cell, an error, a training, a training
+    stopped with the kernel's interrupt, the printed main([...]) call that resumes it, and a
+    translation."""
+    if not importable("nbclient") or not importable("ipykernel"):
+        pytest.fail("nbclient and ipykernel are not installed (README's test command installs them)")
+    import nbformat
+    from nbclient import NotebookClient
+    write_image(str(tmp_path / "photo.jpg"), size=(50, 38))
+    make_dataset(tmp_path / "data")
+    tiny = json.dumps(["--data", "data", "--image-size", "24", "--ngf", "4", "--ndf", "4",
+                       "--n-blocks", "1"])[1:-1]
+    cells = [open(os.path.join(HERE, "cyclegan.py")).read(),
+             'main(["--data", "nowhere"])',
+             f'main([{tiny}, "--max-iters", "3"])',
+             f'main([{tiny}, "--epochs", "2000", "--log-every", "1"])',
+             None,  # the resume call that the interrupted cell printed
+             'main(["--data", "data", "--translate", "photo.jpg"])']
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c or "") for c in cells])
+    client = NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
+
+    def interrupt_when_training():
+        # What the kernel manager's interrupt (Colab's stop button) does for a kernel whose
+        # interrupt_mode is "signal": SIGINT to the kernel's process. (Its async method cannot
+        # be called from this thread while the cell runs.)
+        csv_path = tmp_path / "runs" / "data2" / "losses.csv"
+        for _ in range(600):
+            if csv_path.exists() and len(csv_path.read_text().splitlines()) > 3:
+                assert client.km.kernel_spec.interrupt_mode == "signal"
+                os.kill(client.km.provisioner.process.pid, signal.SIGINT)
+                return
+            time.sleep(0.1)
+
+    outputs = []
+    with client.setup_kernel():
+        for index, cell in enumerate(notebook.cells):
+            if index == 3:
+                threading.Thread(target=interrupt_when_training, daemon=True).start()
+            if index == 4:
+                cell.source = outputs[3].split("resume with:\n")[1].splitlines()[0].strip()
+                cell.source = cell.source.replace("'--resume'", "'--resume', '--max-iters', '40'")
+            client.execute_cell(cell, index)
+            outputs.append("".join(o.get("text", "") for o in cell.outputs))
+            assert not [o for o in cell.outputs if o.output_type == "error"], (index, cell.outputs)
+            shown = [o["data"]["text/plain"] for o in cell.outputs if "data" in o]
+            assert all("\n" not in text for text in shown), shown  # not ~150 layers of repr
+    assert 'main(["--data", "summer2winter"])' in outputs[0] and "done:" not in outputs[0]
+    assert outputs[1].startswith("error: no dataset for --data nowhere") and outputs[1].count("\n") == 1
+    assert outputs[2].strip().splitlines()[-1].startswith("done: 3 iterations")
+    assert "main(['--resume', '--out', 'runs/data2'])" in outputs[3]
+    assert notebook.cells[4].source == "main(['--resume', '--max-iters', '40', '--out', 'runs/data2'])"
+    assert "resumed at iteration" in outputs[4] and outputs[4].strip().splitlines()[-1].startswith("done:")
+    state = cyclegan.load_checkpoint(str(tmp_path / "runs/data2/checkpoint.pt"))
+    assert state["iteration"] == 40 and state["settings"]["load_size"] == 27
+    assert "translated 1 images XtoY with runs/data2/checkpoint.pt" in outputs[5]
+    assert Image.open(tmp_path / "translated" / "photo_XtoY.png").size == (50, 38)
+
+
+# --- download_data.sh, against a server on 127.0.0.1 ------------------------------------------
 
 SUMMER2WINTER_SIZE = 132_640_856
 
@@ -985,8 +1214,6 @@ def test_unknown_dataset_lists_the_valid_names(tmp_path, zip_server):
     assert leftovers(tmp_path) == []
 
 
-
-
 def pretrained_bytes(tmp_path, **kwargs):
     pretrained_file(tmp_path / "source.pth", **kwargs)
     return (tmp_path / "source.pth").read_bytes()
@@ -1029,219 +1256,6 @@ def test_unknown_pretrained_model_lists_the_valid_names(tmp_path, zip_server):
     result = run_download(tmp_path, zip_server({}), "pretrained", "summer2autumn")
     assert result.returncode != 0 and "unknown model 'summer2autumn'" in result.stderr
     assert "winter2summer_yosemite" in result.stderr and "style_vangogh" in result.stderr
-
-
-# --- it learns, and what it learned can be used -----------------------------------------------
-
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_cyclegan_learns_the_demo_translation(tmp_path, capsys, monkeypatch, precision):
-    """`python cyclegan.py --data demo` as it is (bf16: the default on CPUs that have it).
-    G(x) must come close to the true winter twin of x, which no unpaired image showed it:
-    clearly closer than the average winter image, which is what a generator that ignores its
-    input (or a run without the cycle loss) converges to."""
-    monkeypatch.chdir(tmp_path)
-    model = cyclegan.main(["--data", "demo", "--precision", precision])
-    assert f"precision {precision}" in capsys.readouterr().out
-    errors = cyclegan.demo_translation_errors(model, 32, cyclegan.Precision(
-        precision, torch.device("cpu")))
-    print(precision, errors)
-    assert demo_check_passes(errors), errors
-
-
-def demo_check_passes(errors):
-    return (errors["XtoY"] < 0.6 * errors["average_XtoY"]
-            and errors["YtoX"] < 0.6 * errors["average_YtoX"])
-
-
-def test_the_demo_check_fails_a_generator_that_ignores_its_input():
-    """The bar above is not met by a generator that outputs one image whatever it is given."""
-    torch.manual_seed(0)
-    model = cyclegan.CycleGAN(16, 16, 2)
-    winter = cyclegan.to_model_range(cyclegan.demo_images(0, 200, 32, "winter")).mean(0)
-    summer = cyclegan.to_model_range(cyclegan.demo_images(200, 200, 32, "summer")).mean(0)
-
-    class Constant(torch.nn.Module):  # the best input-blind answer: the average target image
-        def __init__(self, image):
-            super().__init__()
-            self.image = torch.nn.Parameter(image)
-
-        def forward(self, x):
-            return self.image.expand_as(x) + 0 * x
-
-    model.G_XtoY, model.G_YtoX = Constant(winter), Constant(summer)
-    errors = cyclegan.demo_translation_errors(model, 32, cyclegan.Precision("fp32", torch.device("cpu")))
-    assert not demo_check_passes(errors), errors
-
-
-def pretrained_file(path, ngf=8, n_blocks=3, legacy=True, running_stats=True, seed=1):
-    """A generator state_dict as the authors publish them: official keys, saved by old PyTorch
-    (the non-zip format) with instance-norm running statistics the network never uses."""
-    torch.manual_seed(seed)
-    generator = cyclegan.Generator(ngf, n_blocks)
-    state = dict(generator.state_dict())
-    if running_stats:
-        for index, channels in ((2, ngf), (5, 2 * ngf), (8, 4 * ngf)):
-            state[f"model.{index}.running_mean"] = torch.zeros(channels)
-            state[f"model.{index}.running_var"] = torch.ones(channels)
-            state[f"model.{index}.num_batches_tracked"] = torch.tensor(0)
-    torch.save(state, path, _use_new_zipfile_serialization=not legacy)
-    return generator
-
-
-def test_translate_with_an_official_generator_file(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    generator = pretrained_file("summer2winter_yosemite.pth")
-    phone_photo("photos/phone.jpg")
-    printed = run_main(["--translate", "photos/phone.jpg", "--checkpoint",
-                        "summer2winter_yosemite.pth", "--precision", "fp32"], capsys).out
-    assert "translated/phone_summer2winter_yosemite.png" in printed
-    written = Image.open("translated/phone_summer2winter_yosemite.png")
-    assert written.size == (40, 60)  # upright, as photo viewers show it
-    image = cyclegan.to_model_range(cyclegan.load_image("photos/phone.jpg"))[None]
-    with torch.no_grad():
-        expected = (cyclegan.translate_image(generator.eval(), image)[0] + 1) * 127.5
-    assert (TF.pil_to_tensor(written).float() - expected).abs().max() <= 1.01
-    error = fails_with(["--translate", "photos", "--checkpoint", "summer2winter_yosemite.pth",
-                        "--direction", "YtoX"], capsys)
-    assert "--direction does not apply" in error and error.count("\n") == 1
-
-
-def test_our_generator_saved_alone_is_an_official_format_file(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    model = cyclegan.CycleGAN(4, 4, 1)
-    torch.save(model.G_XtoY.state_dict(), "mine.pth")
-    write_image("photo.png")
-    run_main(["--translate", "photo.png", "--checkpoint", "mine.pth"], capsys)
-    assert Image.open("translated/photo_mine.png").size == (40, 36)
-
-
-def test_wrong_generator_files_give_one_line_errors(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write_image("photo.png")
-    torch.save(cyclegan.Discriminator(8).state_dict(), "discriminator.pth")
-    torch.save({"weights": torch.zeros(3)}, "other.pth")
-    open("text.pth", "w").write("<html>404 Not Found</html>")
-    mixed = cyclegan.Generator(64, 2).state_dict()
-    mixed.update({k: v for k, v in cyclegan.Generator(32, 2).state_dict().items() if "conv_block" in k})
-    torch.save(mixed, "mixed.pth")
-    pretrained_file("truncated.pth")
-    data = open("truncated.pth", "rb").read()
-    open("truncated.pth", "wb").write(data[: len(data) // 2])
-    torch.save(torch.zeros(3), "tensor.pth")
-    state = cyclegan.CycleGAN(4, 4, 1).state_dict()  # written before the official names
-    old = {k.replace(".conv_block.", ".block."): v for k, v in state.items()}
-    torch.save({"settings": {}, "model": old}, "old.pt")
-    expected = {"discriminator.pth": "holds no generator that fits (no model.1.weight among "
-                                     "model.0.weight, model.0.bias, model.2.weight, ...)",
-                "other.pth": "holds no generator that fits (no model.1.weight among weights, "
-                             "...); expected a cyclegan.py checkpoint, or a generator state_dict "
-                             "in the official naming",
-                "old.pt": "holds no generator that fits (ngf 4, 0 blocks: Missing key(s) in "
-                          "state_dict",
-                "text.pth": "cannot read checkpoint text.pth",
-                "mixed.pth": "holds no generator that fits (ngf 64, 2 blocks: size mismatch "
-                             "for model.10.conv_block.1.weight",
-                "truncated.pth": "cannot read checkpoint truncated.pth",
-                "tensor.pth": "holds a Tensor, not a checkpoint"}
-    for name, message in expected.items():
-        error = fails_with(["--translate", "photo.png", "--checkpoint", name], capsys)
-        assert message in error and error.count("\n") == 1, (name, error)
-    error = fails_with(["--resume", "--out", ".", "--checkpoint", "x"], capsys)
-    assert "no checkpoint at ./checkpoint.pt" in error
-    pretrained_file("checkpoint.pt")
-    error = fails_with(["--resume", "--out", "."], capsys)
-    assert "not a cyclegan.py training checkpoint" in error
-    assert not os.path.exists("translated/photo_discriminator.png")
-
-
-def test_translate_keeps_each_image_size(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    make_dataset(tmp_path / "data")
-    run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys)
-    write_image("photos/odd.jpg", size=(301, 217))
-    write_image("photos/more/a.png", "RGBA", size=(64, 48))
-    write_image("photos/more/b.png", "L", size=(64, 48))
-    phone_photo("photos/phone.jpg")
-    printed = run_main(["--data", "data", "--translate", "photos/odd.jpg", "photos/more",
-                        "photos/phone.jpg", "--direction", "YtoX", "--out", "translated"],
-                       capsys).out
-    assert "done: translated 4 images YtoX with runs/data/checkpoint.pt" in printed
-    assert Image.open("translated/odd_YtoX.png").size == (301, 217)
-    assert Image.open("translated/a_YtoX.png").size == (64, 48)
-    assert Image.open("translated/b_YtoX.png").mode == "RGB"
-    assert Image.open("translated/phone_YtoX.png").size == (40, 60)
-    # the output is the generator's, not a copy of the input
-    model = cyclegan.CycleGAN(4, 4, 1)
-    model.load_state_dict(cyclegan.load_checkpoint("runs/data/checkpoint.pt")["model"])
-    image = cyclegan.to_model_range(cyclegan.load_image("photos/more/a.png"))[None]
-    with torch.no_grad(), cyclegan.Precision("auto", torch.device("cpu")).autocast():
-        expected = (cyclegan.translate_image(model.G_YtoX, image).float()[0] + 1) * 127.5
-    written = TF.pil_to_tensor(Image.open("translated/a_YtoX.png"))
-    assert (written.float() - expected).abs().max() <= 1.01
-    error = fails_with(["--translate", "photos", "--checkpoint", "nowhere.pt"], capsys)
-    assert "no checkpoint at nowhere.pt" in error
-    write_image("photos/a.jpg")  # a second "a": a_YtoX.png would be written twice
-    error = fails_with(["--data", "data", "--translate", "photos"], capsys)
-    assert "two inputs have the same name" in error
-
-
-def test_pasted_into_a_jupyter_kernel(tmp_path):
-    """As a Colab user does it: the whole file in one cell, an error, a training, a training
-    stopped with the kernel's interrupt, the printed main([...]) call that resumes it, and a
-    translation."""
-    if not importable("nbclient") or not importable("ipykernel"):
-        pytest.fail("nbclient and ipykernel are not installed (README's test command installs them)")
-    import nbformat
-    from nbclient import NotebookClient
-    write_image(str(tmp_path / "photo.jpg"), size=(50, 38))
-    make_dataset(tmp_path / "data")
-    tiny = json.dumps(["--data", "data", "--image-size", "24", "--ngf", "4", "--ndf", "4",
-                       "--n-blocks", "1"])[1:-1]
-    cells = [open(os.path.join(HERE, "cyclegan.py")).read(),
-             'main(["--data", "nowhere"])',
-             f'main([{tiny}, "--max-iters", "3"])',
-             f'main([{tiny}, "--epochs", "2000", "--log-every", "1"])',
-             None,  # the resume call that the interrupted cell printed
-             'main(["--data", "data", "--translate", "photo.jpg"])']
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c or "") for c in cells])
-    client = NotebookClient(notebook, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
-
-    def interrupt_when_training():
-        # What the kernel manager's interrupt (Colab's stop button) does for a kernel whose
-        # interrupt_mode is "signal": SIGINT to the kernel's process. (Its async method cannot
-        # be called from this thread while the cell runs.)
-        csv_path = tmp_path / "runs" / "data2" / "losses.csv"
-        for _ in range(600):
-            if csv_path.exists() and len(csv_path.read_text().splitlines()) > 3:
-                assert client.km.kernel_spec.interrupt_mode == "signal"
-                os.kill(client.km.provisioner.process.pid, signal.SIGINT)
-                return
-            time.sleep(0.1)
-
-    outputs = []
-    with client.setup_kernel():
-        for index, cell in enumerate(notebook.cells):
-            if index == 3:
-                threading.Thread(target=interrupt_when_training, daemon=True).start()
-            if index == 4:
-                cell.source = outputs[3].split("resume with:\n")[1].splitlines()[0].strip()
-                cell.source = cell.source.replace("'--resume'", "'--resume', '--max-iters', '40'")
-            client.execute_cell(cell, index)
-            outputs.append("".join(o.get("text", "") for o in cell.outputs))
-            assert not [o for o in cell.outputs if o.output_type == "error"], (index, cell.outputs)
-            shown = [o["data"]["text/plain"] for o in cell.outputs if "data" in o]
-            assert all("\n" not in text for text in shown), shown  # not ~150 layers of repr
-    assert 'main(["--data", "summer2winter"])' in outputs[0] and "done:" not in outputs[0]
-    assert outputs[1].startswith("error: no dataset for --data nowhere") and outputs[1].count("\n") == 1
-    assert outputs[2].strip().splitlines()[-1].startswith("done: 3 iterations")
-    assert "main(['--resume', '--out', 'runs/data2'])" in outputs[3]
-    assert notebook.cells[4].source == "main(['--resume', '--max-iters', '40', '--out', 'runs/data2'])"
-    assert "resumed at iteration" in outputs[4] and outputs[4].strip().splitlines()[-1].startswith("done:")
-    state = cyclegan.load_checkpoint(str(tmp_path / "runs/data2/checkpoint.pt"))
-    assert state["iteration"] == 40 and state["settings"]["load_size"] == 27
-    assert "translated 1 images XtoY with runs/data2/checkpoint.pt" in outputs[5]
-    assert Image.open(tmp_path / "translated" / "photo_XtoY.png").size == (50, 38)
 
 
 # --- project files ----------------------------------------------------------------------------

@@ -29,13 +29,14 @@ def bare_step_seconds(precision_name, image_size, iters):
     """Median seconds of train_step (4 networks forward + backward, both Adam steps, the pools)."""
     args, _, _, _ = cyclegan.prepare_run({"image_size": image_size, "out": "unused"})
     precision = cyclegan.Precision(precision_name, torch.device("cpu"))
-    run = cyclegan.Training(args, torch.device("cpu"), precision)
+    training = cyclegan.Training(args, torch.device("cpu"), precision)
     real_X = torch.rand(1, 3, image_size, image_size) * 2 - 1
     real_Y = torch.rand(1, 3, image_size, image_size) * 2 - 1
     times = []
     for _ in range(iters):
         start = time.perf_counter()
-        cyclegan.train_step(run.model, real_X, real_Y, run.optimizers, run.pools, precision, args)
+        cyclegan.train_step(training.model, real_X, real_Y, training.opt_G, training.opt_D,
+                            training.pool_X, training.pool_Y, precision, args)
         times.append(time.perf_counter() - start)
     return statistics.median(times[5:])
 
