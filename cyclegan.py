@@ -34,6 +34,7 @@ hardware, checkpoints, the command line) that a student may skip.
 import argparse
 import contextlib
 import datetime
+import difflib
 import math
 import os
 import re
@@ -48,7 +49,7 @@ import torch.nn as nn
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 import torchvision.utils as vutils
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 # --- Settings ---------------------------------------------------------------------------------
 # Every number a new run starts from, as (default, what it is), with where each default comes
@@ -119,39 +120,11 @@ def c7s1_k(in_channels, k):
             nn.InstanceNorm2d(k), nn.ReLU(inplace=True)]
 
 
-def c7s1_3_output(in_channels):
-    """The last c7s1-3, as the official code builds it: no norm, and a tanh instead of the ReLU,
-    so that the output lies in [-1, 1] like the input images."""
-    return [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, 3, kernel_size=7), nn.Tanh()]
-
-
 def d_k(in_channels, k):
     """dk: a 3x3 Convolution-InstanceNorm-ReLU with k filters and stride 2: half the height and
     width."""
     return [nn.Conv2d(in_channels, k, kernel_size=3, stride=2, padding=1),
             nn.InstanceNorm2d(k), nn.ReLU(inplace=True)]
-
-
-def R_k(k, count):
-    """Rk x count: `count` residual blocks of k channels, each keeping the shape."""
-    return [ResidualBlock(k) for _ in range(count)]
-
-
-def u_k(in_channels, k):
-    """uk: a 3x3 fractionally strided (transposed) Convolution-InstanceNorm-ReLU with k filters
-    and stride 1/2: twice the height and width."""
-    return [nn.ConvTranspose2d(in_channels, k, kernel_size=3, stride=2, padding=1,
-                               output_padding=1),
-            nn.InstanceNorm2d(k), nn.ReLU(inplace=True)]
-
-
-def C_k(in_channels, k, stride=2, norm=True):
-    """Ck: a 4x4 Convolution-InstanceNorm-LeakyReLU with k filters; the paper's slope 0.2."""
-    layers = [nn.Conv2d(in_channels, k, kernel_size=4, stride=stride, padding=1)]
-    if norm:
-        layers.append(nn.InstanceNorm2d(k))
-    layers.append(nn.LeakyReLU(0.2, inplace=True))
-    return layers
 
 
 class ResidualBlock(nn.Module):
@@ -167,6 +140,34 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x):
         return x + self.conv_block(x)
+
+
+def R_k(k, count):
+    """Rk x count: `count` residual blocks of k channels, each keeping the shape."""
+    return [ResidualBlock(k) for _ in range(count)]
+
+
+def u_k(in_channels, k):
+    """uk: a 3x3 fractionally strided (transposed) Convolution-InstanceNorm-ReLU with k filters
+    and stride 1/2: twice the height and width."""
+    return [nn.ConvTranspose2d(in_channels, k, kernel_size=3, stride=2, padding=1,
+                               output_padding=1),
+            nn.InstanceNorm2d(k), nn.ReLU(inplace=True)]
+
+
+def c7s1_3_output(in_channels):
+    """The last c7s1-3, as the official code builds it: no norm, and a tanh instead of the ReLU,
+    so that the output lies in [-1, 1] like the input images."""
+    return [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, 3, kernel_size=7), nn.Tanh()]
+
+
+def C_k(in_channels, k, stride=2, norm=True):
+    """Ck: a 4x4 Convolution-InstanceNorm-LeakyReLU with k filters; the paper's slope 0.2."""
+    layers = [nn.Conv2d(in_channels, k, kernel_size=4, stride=stride, padding=1)]
+    if norm:
+        layers.append(nn.InstanceNorm2d(k))
+    layers.append(nn.LeakyReLU(0.2, inplace=True))
+    return layers
 
 
 class Generator(nn.Module):
@@ -410,6 +411,12 @@ def to_model_range(images):
     return images.float() / 127.5 - 1
 
 
+def to_pixels(images):
+    """The way back, for every image this program writes: floats in [-1, 1] -> uint8, each
+    rounded to the nearest of the 256 values."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 class UnpairedImages:
     """Both training domains in memory as uint8, and the random crop/flip that makes each batch.
 
@@ -488,9 +495,11 @@ class Training:
         self.iteration = 0  # iterations done
 
 
-def train(args, run_folder, checkpoint=None, introduction=""):
+def train(args, run_folder, checkpoint, introduction, stop):
     """Trains a new run in `run_folder`, or continues the one in `checkpoint`. Returns the model.
-    `introduction` (what is run, with which settings) is printed once the data has loaded."""
+    `introduction` (what is run, with which settings) is printed once the data has loaded.
+    `stop.requested` turns True when the user asks to stop (Ctrl-C, a notebook's stop button):
+    the loop then ends after the iteration under way, and saves."""
     device = choose_device(args.device)
     precision = Precision(args.precision, device)
     training = Training(args, device, precision)
@@ -503,6 +512,10 @@ def train(args, run_folder, checkpoint=None, introduction=""):
     last = (args.epochs + args.decay_epochs) * batches_per_epoch
     if args.max_iters is not None:
         last = min(last, args.max_iters)
+    if checkpoint is not None:
+        epoch = training.iteration // batches_per_epoch
+        print(f"resumed at iteration {training.iteration} (epoch {epoch + 1}), learning rate "
+              f"{learning_rate(epoch, args):.6g}")
     print(f"device {device}, precision {precision.name}; {len(data.images_X)} images in X, "
           f"{len(data.images_Y)} in Y, {batches_per_epoch} iterations per epoch, "
           f"stopping at iteration {last}"
@@ -515,52 +528,52 @@ def train(args, run_folder, checkpoint=None, introduction=""):
     # place in it follow from the iteration; each epoch starts with its own image order and
     # learning rate. Every so many iterations: a progress line, a sample grid, a checkpoint.
     batches = None
-    with StopOnCtrlC() as ctrl_c:
-        while training.iteration < last and not ctrl_c.requested:
-            epoch, index = divmod(training.iteration, batches_per_epoch)
-            if index == 0 or batches is None:  # a new epoch, or the one a resumed run is in
-                batches = data.epoch_batches(epoch, args.batch_size)
-                # Set by hand, not by a torch LR scheduler: the rate follows from the epoch alone,
-                # so a resumed run has no scheduler state to restore.
-                for optimizer in (training.opt_G, training.opt_D):
-                    optimizer.param_groups[0]["lr"] = learning_rate(epoch, args)
-            # s/it counts making the batch and the step, not the occasional sample grid or save.
-            step_start = time.perf_counter()
-            real_X, real_Y = data.batch(*batches[index], device)
-            losses = train_step(training.model, real_X, real_Y, training.opt_G, training.opt_D,
-                                training.pool_X, training.pool_Y, precision, args)
-            training.iteration += 1
-            log.losses.append(losses)
-            log.step_times.append(time.perf_counter() - step_start)
-            # The first iteration logs too: a run shows at once that it works, and how fast.
-            if training.iteration % args.log_every == 0 or len(log.step_times) == 1:
-                log.write(training, epoch, last)
-            if training.iteration % args.sample_every == 0:
-                save_sample_grid(training.model, test_X, test_Y, precision,
-                                 f"{run_folder}/samples/iter_{training.iteration:07d}.png")
-            if training.iteration % args.checkpoint_every == 0 or index + 1 == batches_per_epoch:
-                save_training(run_folder, training, args, log)  # every N, and at each epoch end
-        if training.iteration % batches_per_epoch != 0:  # stopped inside an epoch: save it too
-            save_training(run_folder, training, args, log)
+    while training.iteration < last and not stop.requested:
+        epoch, index = divmod(training.iteration, batches_per_epoch)
+        if index == 0 or batches is None:  # a new epoch, or the one a resumed run is in
+            batches = data.epoch_batches(epoch, args.batch_size)
+            # Set by hand, not by a torch LR scheduler: the rate follows from the epoch alone,
+            # so a resumed run has no scheduler state to restore.
+            for optimizer in (training.opt_G, training.opt_D):
+                optimizer.param_groups[0]["lr"] = learning_rate(epoch, args)
+        # A step's time counts making the batch and train_step, not a sample grid or a save.
+        step_start = time.perf_counter()
+        real_X, real_Y = data.batch(*batches[index], device)
+        losses = train_step(training.model, real_X, real_Y, training.opt_G, training.opt_D,
+                            training.pool_X, training.pool_Y, precision, args)
+        training.iteration += 1
+        log.add(losses, time.perf_counter() - step_start)
+        # The first iteration logs too: a run shows at once that it works, and how fast.
+        if training.iteration % args.log_every == 0 or len(log.step_times) == 1:
+            log.write(training, epoch, last)
+        if training.iteration % args.sample_every == 0:
+            grid_path = f"{run_folder}/samples/iter_{training.iteration:07d}.png"
+            save_sample_grid(training.model, test_X, test_Y, precision, grid_path)
+            log.show_sample(grid_path)  # in a notebook: shown in place of the last one
+        if training.iteration % args.checkpoint_every == 0 or index + 1 == batches_per_epoch:
+            save_training(run_folder, training, args, log)  # every N, and at each epoch end
+    if training.iteration % batches_per_epoch != 0:  # stopped inside an epoch: save it too
+        save_training(run_folder, training, args, log)
     if log.step_times:
         save_sample_grid(training.model, test_X, test_Y, precision,
                          f"{run_folder}/samples/last.png")
-    if ctrl_c.requested:
+    print(log.summary(finished=not stop.requested))
+    if stop.requested:
         print(f"interrupted at iteration {training.iteration}, saved {run_folder}/checkpoint.pt; "
               f"resume with:\n  {command_to_run(['--resume', '--out', run_folder])}")
-    print(log.summary())
     return training.model
 
 
 def save_sample_grid(model, test_X, test_Y, precision, path):
-    """Rows: x, G(x), F(G(x)), y, F(y), G(F(y)) for fixed test images. The same images every
-    time, so that grids from different iterations can be compared: G(x) shows the translation,
-    F(G(x)) how well the cycle brings x back."""
+    """Rows: x, G(x), F(G(x)), y, F(y), G(F(y)) for fixed test images, each row labelled. The
+    same images every time, so that grids from different iterations can be compared: G(x) shows
+    the translation, F(G(x)) how well the cycle brings x back."""
     with torch.no_grad(), precision.autocast():
         fake_Y = model.G_XtoY(test_X)
         fake_X = model.G_YtoX(test_Y)
         rows = [test_X, fake_Y, model.G_YtoX(fake_Y), test_Y, fake_X, model.G_XtoY(fake_X)]
-    vutils.save_image((torch.cat(rows).float() + 1) / 2, path, nrow=len(test_X))  # into [0, 1]
+    grid = vutils.make_grid(torch.cat(rows).float().cpu(), nrow=len(test_X), pad_value=-1)
+    save_png(to_pixels(grid), path, ["x", "G(x)", "F(G(x))", "y", "F(y)", "G(F(y))"])
 
 
 # --- 7. Did it learn? A task whose answers are known -----------------------------------------
@@ -620,12 +633,22 @@ def translate_image(generator, image):
 
 
 def translate(options):
-    """--translate: each input image -> <out>/<stem>_<direction>.png, at the input's size."""
+    """--translate: each input image -> <out>/<stem>_<direction>.png. A photo larger than the
+    size the model learned at is first scaled down to it: a model trained on 143px images has
+    learned textures of that scale, and barely changes a 4000x3000 photo whose textures are
+    ~20x smaller (and needs gigabytes of memory for it)."""
     path = options.get("checkpoint")
     if path is None:
         data = options.get("data", DEFAULT_SETTINGS["data"][0])
         path = os.path.join(latest_run_folder(data), "checkpoint.pt")
-    generator, suffix = load_generator(path, options.get("direction"))
+    generator, suffix, learned_size = load_generator(path, options.get("direction"))
+    size = options.get("translate_size", learned_size)
+    if size == "original":
+        print("translating each photo at its own size (--translate-size original)")
+    else:
+        why = "--translate-size" if "translate_size" in options else "the size it learned at"
+        print(f"photos larger than {size}px are scaled down to a shorter side of {size}px "
+              f"({why}; --translate-size original keeps their own size)")
     inputs = gather_images(options["translate"])
     device = choose_device(options.get("device", "auto"))
     precision = Precision(options.get("precision", "auto"), device)
@@ -635,18 +658,21 @@ def translate(options):
     out_folder = options.get("out", "translated")
     os.makedirs(out_folder, exist_ok=True)
     for image_path in inputs:  # one at a time: photos differ in size
-        image = to_model_range(load_image(image_path).to(device))[None]
+        pixels = load_image(image_path, shorter_side=None if size == "original" else size)
+        image = to_model_range(pixels.to(device))[None]
         with torch.no_grad(), precision.autocast():
-            translated = translate_image(generator, image)[0].float().cpu()
+            translated = translate_image(generator, image)[0]
         stem = os.path.splitext(os.path.basename(image_path))[0]
         target = os.path.join(out_folder, f"{stem}_{suffix}.png")
-        TF.to_pil_image((translated + 1) / 2).save(target)
-        print(f"{image_path} -> {target}")
-    print(f"done: translated {len(inputs)} images {suffix} with {path}")
+        save_png(to_pixels(translated).cpu(), target)
+        print(f"{image_path} -> {target} ({pixels.shape[2]}x{pixels.shape[1]})")
+    count = f"{len(inputs)} image{'s' * (len(inputs) != 1)}"
+    print(f"done: translated {count} {suffix} with {path}")
 
 
 def load_generator(path, direction):
-    """-> (the Generator in the file at `path`, the suffix for the output names)."""
+    """-> (the Generator in the file at `path`, the suffix for the output names, the size in
+    pixels of the images it learned from)."""
     state = read_torch_file(path)
     if "settings" in state:  # our checkpoint: both generators, --direction picks one
         direction = direction or "XtoY"
@@ -655,12 +681,15 @@ def load_generator(path, direction):
         for key, value in state["model"].items():
             if key.startswith(prefix):
                 weights[key.removeprefix(prefix)] = value
-        return generator_from_state_dict(weights, path), direction
+        generator = generator_from_state_dict(weights, path)
+        return generator, direction, state["settings"]["load_size"]
     if direction:
         raise CycleGANError(f"--direction does not apply to {path}: it holds one generator, "
                             "which translates one way only; drop the flag")
-    # A bare generator: outputs are named after the file (photo_summer2winter_yosemite.png).
-    return generator_from_state_dict(state, path), os.path.splitext(os.path.basename(path))[0]
+    # A bare generator, such as the authors': outputs are named after the file
+    # (photo_summer2winter_yosemite.png), and the official test script resizes to 256px.
+    name = os.path.splitext(os.path.basename(path))[0]
+    return generator_from_state_dict(state, path), name, 256
 
 
 # ==============================================================================================
@@ -670,6 +699,11 @@ def load_generator(path, direction):
 # ==============================================================================================
 # --- 9. Image files and dataset folders -------------------------------------------------------
 
+# The datasets that download_data.sh can fetch (a test checks that the two lists agree).
+DOWNLOADABLE_DATASETS = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2photo",
+                         "cezanne2photo", "ukiyoe2photo", "vangogh2photo", "maps", "facades",
+                         "iphone2dslr_flower", "ae_photos", "mini", "mini_pix2pix",
+                         "mini_colorization")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
 # (train X, train Y, test X, test Y): the official layout, then Udacity's summer2winter layout.
 LAYOUTS = (("trainA", "trainB", "testA", "testB"),
@@ -700,25 +734,39 @@ def find_domain_folders(data):
         folders = [os.path.join(root, name) for name in layout]
         if os.path.isdir(folders[0]) and os.path.isdir(folders[1]):
             return folders
-    if os.path.dirname(root) == "datasets":  # --data NAME, not a path: perhaps a download
-        hint = f"if it is a CycleGAN dataset, run: bash download_data.sh {os.path.basename(root)}"
-    else:
+    name = os.path.basename(root)
+    known_names = ["demo", "summer2winter", *DOWNLOADABLE_DATASETS]
+    close = difflib.get_close_matches(data, known_names, n=1)
+    if os.path.dirname(root) != "datasets":  # a path
         hint = "check it"
+    elif name in DOWNLOADABLE_DATASETS:
+        hint = f"get it with: bash download_data.sh {name}"
+    elif close:
+        hint = f"did you mean --data {close[0]}?"
+    else:
+        hint = ("give a folder, or a name that download_data.sh knows: "
+                + ", ".join(known_names[:5]) + ", ...")
     raise CycleGANError(f"no dataset for --data {data}: looked in {root}/ for trainA/ trainB/ "
                         f"(testA/ testB/) or summer/ winter/ (test_summer/ test_winter/); {hint}")
 
 
-def load_image(path, load_size=None):
-    """Any image file -> upright (3, H, W) uint8 tensor, resized to load_size x load_size if given;
-    or an error that names the file."""
+def load_image(path, load_size=None, shorter_side=None):
+    """Any image file -> upright (3, H, W) uint8 tensor; or an error that names the file.
+    load_size: resized to load_size x load_size (for training). shorter_side: if the shorter side
+    is larger than this, scaled down to it, keeping the aspect ratio (for translating)."""
     try:
         with Image.open(path) as img:
             # Phones store photos sideways and note the turn in an EXIF tag that every photo
             # viewer applies; so do we, or portraits would train and translate lying down.
             img = ImageOps.exif_transpose(img)  # this decodes too: a truncated file fails here
             img = to_rgb(img)
-            if load_size:  # bicubic, as in the official code; smaller images are upscaled
+            # Bicubic, as in the official code. For training, smaller images are scaled up.
+            if load_size:
                 img = img.resize((load_size, load_size), Image.BICUBIC)
+            elif shorter_side and min(img.size) > shorter_side:
+                scale = shorter_side / min(img.size)
+                new_size = (round(img.width * scale), round(img.height * scale))
+                img = img.resize(new_size, Image.BICUBIC)
             return TF.pil_to_tensor(img)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise CycleGANError(f"cannot read image {path}: {error}; delete or replace it") from None
@@ -734,6 +782,22 @@ def to_rgb(img):
     if img.mode in ("P", "PA", "LA"):
         img = img.convert("RGBA")  # the route PIL wants for palettes with transparency
     return img.convert("RGB")
+
+
+def save_png(pixels, path, row_labels=()):
+    """(3, H, W) uint8 -> a PNG file. With row_labels, a white strip on the left names each of the
+    picture's equally tall rows."""
+    picture = TF.to_pil_image(pixels)
+    if row_labels:
+        label_width = 50
+        labelled = Image.new("RGB", (label_width + picture.width, picture.height), "white")
+        labelled.paste(picture, (label_width, 0))
+        draw = ImageDraw.Draw(labelled)
+        row_height = picture.height / len(row_labels)
+        for row, label in enumerate(row_labels):
+            draw.text((3, row * row_height + row_height / 2 - 6), label, fill="black")
+        picture = labelled
+    picture.save(path)
 
 
 def load_folder(folder, load_size, limit=None):
@@ -841,7 +905,7 @@ def checkpoint_parts(training):
 
 def save_training(run_folder, training, args, log):
     """Writes <run_folder>/checkpoint.pt: the training, its settings, the random state."""
-    log.stop_if_not_finite(training.iteration)  # never save a poisoned model over a good one
+    log.stop_if_not_finite(training, check_weights=True)  # never save a poisoned model
     state = {name: part.state_dict() for name, part in checkpoint_parts(training).items()}
     state["iteration"] = training.iteration
     state["settings"] = vars(args)
@@ -864,7 +928,6 @@ def restore_training(training, checkpoint, device):
     training.pool_Y.images = [image.to(device) for image in images_Y]
     training.iteration = checkpoint["iteration"]
     torch.set_rng_state(checkpoint["rng"])
-    print(f"resumed at iteration {training.iteration}")
 
 
 def save_checkpoint(path, state):
@@ -882,6 +945,13 @@ def read_torch_file(path):
     """A .pt or .pth file -> its dict (on the CPU), or a one-line error naming the file."""
     if not os.path.isfile(path):
         raise CycleGANError(f"no checkpoint at {path}")
+    with open(path, "rb") as f:
+        start = f.read(32)
+    # torch.save writes a zip archive, or (before PyTorch 1.6, as the authors' files) a pickle
+    if not (start.startswith(b"PK") or start.startswith(b"\x80")):
+        shown = start.decode("ascii", "replace").split("\n")[0]
+        raise CycleGANError(f"cannot read checkpoint {path}: not a PyTorch file (it begins "
+                            f"{shown!r}); download or copy it again, or check the path")
     try:
         # weights_only: a file from the internet cannot run code as it is loaded
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -906,61 +976,120 @@ def load_checkpoint(path):
 
 
 class ProgressLog:
-    """Progress lines, losses.csv and the closing `done:` line. The loop appends each step's
-    losses (a dict by name, still on the device) and time; they are read only when a line is
-    written."""
+    """Progress lines, losses.csv and the closing line. The loop adds each step's losses (a dict
+    by name, still on the device) and time; losses are read only when a line is written."""
     def __init__(self, run_folder, iteration, device):
         self.csv_path = f"{run_folder}/losses.csv"
         self.device = device
-        self.losses = []
-        self.step_times = []
-        self.start = time.perf_counter()
+        self.losses = []  # one dict per iteration since the last line
+        self.step_times = []  # seconds of each step: making the batch and train_step
+        self.iteration_ends = [time.perf_counter()]  # wall clock: the start, then each iteration
+        self.notebook = NotebookDisplay() if in_notebook() else None
         if device.type == "cuda":  # this run's own peak: a notebook may run several
             torch.cuda.reset_peak_memory_stats(device)
         if iteration == 0:  # a resumed run appends to its losses.csv
             with open(self.csv_path, "w") as f:
                 print("iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it", sep=",", file=f)
 
-    def stop_if_not_finite(self, iteration):
-        """A NaN would poison every later step: stop, and keep the last good checkpoint."""
-        for losses in self.losses:
-            for value in losses.values():
-                if not torch.isfinite(value):
-                    raise CycleGANError(
-                        f"a loss became non-finite (NaN or inf) before iteration {iteration}; "
-                        f"{os.path.dirname(self.csv_path)}/checkpoint.pt keeps the last good "
-                        "state. Try a lower --lr or --precision fp32")
+    def add(self, losses, step_seconds):
+        self.losses.append(losses)
+        self.step_times.append(step_seconds)
+        self.iteration_ends.append(time.perf_counter())
+
+    def stop_if_not_finite(self, training, check_weights=False):
+        """A NaN would poison every later step: stop, and keep the last good checkpoint. The
+        losses are checked at every line; the weights before every save (a step can leave
+        non-finite weights behind a finite loss)."""
+        values = [value for losses in self.losses for value in losses.values()]
+        if check_weights:
+            values += list(training.model.parameters())
+        for value in values:
+            if not torch.isfinite(value).all():
+                raise CycleGANError(
+                    f"the losses or weights became non-finite (NaN or inf) before iteration "
+                    f"{training.iteration}; {os.path.dirname(self.csv_path)}/checkpoint.pt keeps "
+                    "the last good state. Try a lower --lr or --precision fp32")
+
+    def seconds_per_iteration(self):
+        """Mean wall time of the last 100 iterations, sample grids and saves included; None
+        until two have run after the first (which includes warm-up)."""
+        recent = self.iteration_ends[2:][-101:]
+        if len(recent) < 3:
+            return None
+        return (recent[-1] - recent[0]) / (len(recent) - 1)
 
     def write(self, training, epoch, last_iteration):
-        """A progress line and a losses.csv row: the mean losses since the last one, and the
-        median speed of the last 50 steps, which a slow sample or save does not throw off."""
-        self.stop_if_not_finite(training.iteration)
+        """A progress line (in a notebook: one line, updated in place) and a losses.csv row: the
+        mean losses since the last one, and the ETA from the recent wall time per iteration."""
+        self.stop_if_not_finite(training)
         means = {}
         for name in LOSS_NAMES:
             means[name] = torch.stack([losses[name] for losses in self.losses]).mean().item()
         self.losses = []
-        seconds = statistics.median(self.step_times[-50:])
-        eta = datetime.timedelta(seconds=round((last_iteration - training.iteration) * seconds))
         shown = " ".join(f"{name} {means[name]:.3f}" for name in LOSS_NAMES)
-        print(f"epoch {epoch + 1} it {training.iteration}/{last_iteration} | {shown} | "
-              f"{seconds:.3f} s/it, ETA {eta}", flush=True)
+        seconds = self.seconds_per_iteration()
+        if seconds is None:
+            speed = f"{self.step_times[-1]:.3f} s for this iteration (no ETA yet)"
+        else:
+            eta = datetime.timedelta(seconds=round((last_iteration - training.iteration) * seconds))
+            speed = f"{seconds:.3f} s/it, ETA {eta}"
+        line = f"epoch {epoch + 1} it {training.iteration}/{last_iteration} | {shown} | {speed}"
+        if self.notebook is not None:
+            self.notebook.show_progress(line)
+        else:
+            print(line, flush=True)
         learning_rate_now = training.opt_G.param_groups[0]["lr"]
+        median_step = statistics.median(self.step_times[-50:])
         with open(self.csv_path, "a") as f:
             print(training.iteration, epoch + 1, f"{learning_rate_now:.6g}",
-                  *(f"{means[name]:.5f}" for name in LOSS_NAMES), f"{seconds:.4f}", sep=",",
+                  *(f"{means[name]:.5f}" for name in LOSS_NAMES), f"{median_step:.4f}", sep=",",
                   file=f)
 
-    def summary(self):
-        # The first steps are slower (memory allocation, kernel selection): the median after them
-        # is the speed a long run will have.
-        steady = self.step_times[5:] or self.step_times or [0.0]
-        elapsed = time.perf_counter() - self.start
-        line = (f"done: {len(self.step_times)} iterations in {elapsed:.1f} s, "
-                f"{statistics.median(steady):.3f} s/it (median after the first 5)")
+    def show_sample(self, path):
+        """In a notebook, the newest sample grid, in place of the one before."""
+        if self.notebook is not None:
+            self.notebook.show_image(path)
+
+    def summary(self, finished=True):
+        """`done: ...` (or `stopped: ...` for an interrupted run): the iterations, the wall time,
+        which they multiply out to, and the median time of one step."""
+        count = len(self.step_times)
+        if count == 0:
+            return "done: no iterations to run"
+        wall = self.iteration_ends[-1] - self.iteration_ends[0]
+        # The first steps are slower (memory allocation, kernel selection): in a longer run the
+        # median leaves them out.
+        steady = self.step_times[5:] if count > 10 else self.step_times
+        line = (f"{'done' if finished else 'stopped'}: {count} iteration{'s' * (count != 1)} in "
+                f"{wall:.1f} s ({wall / count:.3f} s per iteration, wall time); median step "
+                f"{statistics.median(steady):.3f} s")
         if self.device.type == "cuda":  # the most GPU memory this run has held
             peak = torch.cuda.max_memory_allocated(self.device)
             line += f", peak GPU memory {peak / 1e9:.2f} GB"
         return line
+
+
+class NotebookDisplay:
+    """In Jupyter or Colab: the progress line and the newest sample grid, each one output that
+    is updated in place, instead of thousands of lines. IPython is there in every kernel."""
+    def __init__(self):
+        from IPython import display
+        self.display = display
+        self.progress = None
+        self.image = None
+
+    def show_progress(self, line):
+        if self.progress is None:
+            self.progress = self.display.display(self.display.Pretty(line), display_id=True)
+        else:
+            self.progress.update(self.display.Pretty(line))
+
+    def show_image(self, path):
+        picture = self.display.Image(filename=path)
+        if self.image is None:
+            self.image = self.display.display(picture, display_id=True)
+        else:
+            self.image.update(picture)
 
 
 # --- 12. Generator files: ours and the authors' ------------------------------------------------
@@ -1067,12 +1196,18 @@ def prepare_run(typed):
         checkpoint = load_checkpoint(os.path.join(run_folder, "checkpoint.pt"))
         saved = {**defaults, **checkpoint["settings"]}
         for key in DEFAULT_SETTINGS:
-            if key in typed and typed[key] != saved[key]:
+            changes_the_model = key not in ("epochs", "decay_epochs")  # the schedule may change
+            if key in typed and typed[key] != saved[key] and changes_the_model:
                 raise CycleGANError(f"{flag(key)} {typed[key]} does not match the checkpoint's "
                                     f"{saved[key]}; drop the flag to resume, or start a new run "
                                     "without --resume")
         settings = {**saved, **typed}
         source = f"resuming {run_folder}"
+        old_schedule = (saved["epochs"], saved["decay_epochs"])
+        new_schedule = (settings["epochs"], settings["decay_epochs"])
+        if new_schedule != old_schedule:
+            source += (f"; schedule changed from {old_schedule[0]} + {old_schedule[1]} to "
+                       f"{new_schedule[0]} + {new_schedule[1]} epochs (constant + decaying)")
     else:
         run_folder = typed.get("out") or new_run_folder(data)
         checkpoint = None
@@ -1194,7 +1329,15 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a mistyped flag is our usual one-line error, not a usage block and exit 2
     (which in a notebook would show a usage headed "ipykernel_launcher.py" and a traceback)."""
     def error(self, message):
-        raise CycleGANError(f"{message}; see {command_to_run(['--help'])}")
+        suggestion = ""
+        if message.startswith("unrecognized arguments: "):
+            known = [option for action in self._actions for option in action.option_strings]
+            for word in message.removeprefix("unrecognized arguments: ").split():
+                close = difflib.get_close_matches(word, known, n=1, cutoff=0.75)
+                if word.startswith("--") and close:
+                    suggestion = f" (did you mean {close[0]}?)"
+                    break
+        raise CycleGANError(f"{message}{suggestion}; see {command_to_run(['--help'])}")
 
 
 def build_arg_parser():
@@ -1217,7 +1360,37 @@ def build_arg_parser():
                                              ".pth (default: the newest run's checkpoint)")
     parser.add_argument("--direction", choices=["XtoY", "YtoX"],
                         help="for --translate with a checkpoint.pt: XtoY (default) or YtoX")
+    parser.add_argument("--translate-size", type=size_or_original, metavar="PIXELS",
+                        help="for --translate: photos larger than this are scaled down to this "
+                             "shorter side (default: the size the model learned at, its load "
+                             "size; 256 for the authors' files); 'original' keeps each photo's")
     return parser
+
+
+# What --translate uses; every other flag is for training.
+TRANSLATE_FLAGS = ("translate", "checkpoint", "direction", "translate_size", "out", "data",
+                   "device", "precision")
+
+
+def check_flags_apply(typed):
+    """A flag that does nothing for what is asked is a mistake to point out, not to ignore."""
+    for key in typed:
+        if "translate" in typed and key not in TRANSLATE_FLAGS:
+            raise CycleGANError(f"{flag(key)} does not apply to --translate, which only uses a "
+                                "trained model; drop it")
+        if "translate" not in typed and key in TRANSLATE_FLAGS[1:4]:
+            raise CycleGANError(f"{flag(key)} applies to --translate only; to continue a "
+                                "training run, use --resume (with --out RUN_FOLDER)")
+
+
+def size_or_original(text):
+    """--translate-size's value: a number of pixels, or 'original'."""
+    if text == "original":
+        return text
+    if text.isdigit() and int(text) >= 8:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r} is neither a number of pixels (8 or more) nor "
+                                     "'original'")
 
 
 def in_notebook():
@@ -1233,9 +1406,16 @@ def command_to_run(arguments):
 
 
 def train_from_flags(typed):
-    """Training as the command line asks for it; a demo run ends with section 7's check."""
+    """Training as the command line asks for it; a demo run ends with section 7's check. A run
+    stopped by Ctrl-C exits with status 130 (as shells report a program ended by SIGINT), so
+    that `python cyclegan.py ... && next_step` does not go on; a notebook just returns."""
     args, run_folder, checkpoint, introduction = prepare_run(typed)
-    model = train(args, run_folder, checkpoint, introduction)
+    with StopOnCtrlC() as stop:
+        model = train(args, run_folder, checkpoint, introduction, stop)
+    if stop.requested:
+        if not in_notebook():
+            raise SystemExit(130)
+        return model
     if args.data == "demo":
         device = next(model.parameters()).device
         print_demo_check(model, args.image_size, Precision(args.precision, device))
@@ -1251,6 +1431,7 @@ def main(argv=None):
     cudnn_benchmark = torch.backends.cudnn.benchmark
     try:
         typed = vars(build_arg_parser().parse_args(argv))  # argv None: the command line's
+        check_flags_apply(typed)
         if "translate" in typed:
             return translate(typed)
         # cuDNN may time its kernels for each new input shape and keep the fastest: a run has

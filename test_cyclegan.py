@@ -5,6 +5,7 @@ parameter counts are checked at the paper's sizes. GPUs are pretended to by monk
 torch.cuda queries that cyclegan.py asks.
 """
 import argparse
+import base64
 import http.server
 import importlib.util
 import io
@@ -425,16 +426,20 @@ def test_two_iteration_command_line_run_writes_its_outputs(tmp_path):
     start = next(i for i, line in enumerate(lines) if line.startswith("new run in"))
     assert lines[start].startswith("new run in runs/data with the default settings; typed: --data")
     assert "image-size 32, load-size 36, batch-size 1, epochs 100" in lines[start + 1]
-    assert lines[-1].startswith("done: 2 iterations in ") and " s/it " in lines[-1]
+    assert lines[-1].startswith("done: 2 iterations in ") and "median step" in lines[-1]
     run = tmp_path / "runs" / "data"
     state = cyclegan.load_checkpoint(str(run / "checkpoint.pt"))
     assert state["iteration"] == 2 and state["settings"]["image_size"] == 32
     rows = (run / "losses.csv").read_text().splitlines()
     assert rows[0].split(",")[:4] == ["iteration", "epoch", "lr", "D_X"] and len(rows) == 3
     assert all(float(v) > 0 for v in rows[2].split(",")[3:])
-    grid = Image.open(run / "samples" / "iter_0000002.png")
-    # 6 rows (x, G(x), F(G(x)), y, F(y), G(F(y))) of 2 test images, 32px and 2px padding
-    assert grid.size == (2 + 2 * 34, 2 + 6 * 34)
+    grid = TF.pil_to_tensor(Image.open(run / "samples" / "iter_0000002.png"))
+    # 6 rows (x, G(x), F(G(x)), y, F(y), G(F(y))) of 2 test images, 32px and 2px padding, and a
+    # 50px strip on the left with a label in each row
+    assert grid.shape == (3, 2 + 6 * 34, 50 + 2 + 2 * 34)
+    for row in range(6):
+        label = grid[:, 2 + row * 34: (row + 1) * 34, :50]
+        assert (label < 100).any() and (label > 200).any(), row  # dark text on white
 
 
 # --- 7. Did it learn? -------------------------------------------------------------------------
@@ -481,35 +486,64 @@ def test_the_demo_check_fails_a_generator_that_ignores_its_input():
 
 # --- 8. Using the trained model ---------------------------------------------------------------
 
-def test_translate_keeps_each_image_size(tmp_path, capsys, monkeypatch):
+def test_translate_scales_photos_to_the_size_the_model_learned(tmp_path, capsys, monkeypatch):
+    """Photos larger than the checkpoint's load size (36px here) are scaled down to that shorter
+    side, keeping their aspect ratio and orientation; smaller ones keep their size, and
+    --translate-size original keeps every photo's own."""
     monkeypatch.chdir(tmp_path)
     make_dataset(tmp_path / "data")
     run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys)
     write_image("photos/odd.jpg", size=(301, 217))
-    write_image("photos/more/a.png", "RGBA", size=(64, 48))
+    write_image("photos/more/a.png", "RGBA", size=(30, 20))
     write_image("photos/more/b.png", "L", size=(64, 48))
-    phone_photo("photos/phone.jpg")
+    phone_photo("photos/phone.jpg", size=(4000, 3000))  # upright 3000 wide, 4000 high
     printed = run_main(["--data", "data", "--translate", "photos/odd.jpg", "photos/more",
                         "photos/phone.jpg", "--direction", "YtoX", "--out", "translated"],
                        capsys).out
+    assert ("photos larger than 36px are scaled down to a shorter side of 36px (the size it "
+            "learned at; --translate-size original keeps their own size)") in printed
+    assert "photos/phone.jpg -> translated/phone_YtoX.png (36x48)" in printed
     assert "done: translated 4 images YtoX with runs/data/checkpoint.pt" in printed
-    assert Image.open("translated/odd_YtoX.png").size == (301, 217)
-    assert Image.open("translated/a_YtoX.png").size == (64, 48)
-    assert Image.open("translated/b_YtoX.png").mode == "RGB"
-    assert Image.open("translated/phone_YtoX.png").size == (40, 60)
-    # the output is the generator's, not a copy of the input
+    assert Image.open("translated/odd_YtoX.png").size == (50, 36)  # 301 x 217 scaled by 36/217
+    assert Image.open("translated/a_YtoX.png").size == (30, 20)  # smaller: not enlarged
+    assert Image.open("translated/b_YtoX.png").size == (48, 36) and Image.open(
+        "translated/b_YtoX.png").mode == "RGB"
+    phone = TF.pil_to_tensor(Image.open("translated/phone_YtoX.png"))
+    assert phone.shape == (3, 48, 36)
+    # the output is the generator's, not a copy of the input, rounded to the nearest 8-bit value
     model = cyclegan.CycleGAN(4, 4, 1)
     model.load_state_dict(cyclegan.load_checkpoint("runs/data/checkpoint.pt")["model"])
     image = cyclegan.to_model_range(cyclegan.load_image("photos/more/a.png"))[None]
     with torch.no_grad(), cyclegan.Precision("auto", torch.device("cpu")).autocast():
-        expected = (cyclegan.translate_image(model.G_YtoX, image).float()[0] + 1) * 127.5
-    written = TF.pil_to_tensor(Image.open("translated/a_YtoX.png"))
-    assert (written.float() - expected).abs().max() <= 1.01
+        expected = cyclegan.to_pixels(cyclegan.translate_image(model.G_YtoX, image)[0])
+    assert torch.equal(TF.pil_to_tensor(Image.open("translated/a_YtoX.png")), expected)
+    printed = run_main(["--data", "data", "--translate", "photos/phone.jpg", "--out", "full",
+                        "--translate-size", "original", "--precision", "fp32"], capsys).out
+    assert "translating each photo at its own size (--translate-size original)" in printed
+    full = TF.pil_to_tensor(Image.open("full/phone_XtoY.png"))
+    assert full.shape == (3, 4000, 3000)  # stored 4000 x 3000: turned upright
+    printed = run_main(["--data", "data", "--translate", "photos/phone.jpg", "--out", "small",
+                        "--translate-size", "24"], capsys).out
+    assert "shorter side of 24px (--translate-size;" in printed
+    assert Image.open("small/phone_XtoY.png").size == (24, 32)
+    error = fails_with(["--translate", "photos", "--translate-size", "big"], capsys)
+    assert "'big' is neither a number of pixels (8 or more) nor 'original'" in error
     error = fails_with(["--translate", "photos", "--checkpoint", "nowhere.pt"], capsys)
     assert "no checkpoint at nowhere.pt" in error
     write_image("photos/a.jpg")  # a second "a": a_YtoX.png would be written twice
     error = fails_with(["--data", "data", "--translate", "photos"], capsys)
     assert "two inputs have the same name" in error
+
+
+def test_every_written_image_rounds_to_the_nearest_value(tmp_path):
+    """One conversion for every image written: [-1, 1] -> the nearest of 256 values (a
+    truncating conversion would write 0 for 0.9 of a level, and 254 for 254.9)."""
+    level = 2 / 255  # one 8-bit step in [-1, 1]
+    values = torch.tensor([-1.0, -1 + 0.9 * level, -1 + 1.4 * level, 1 - 0.1 * level, 1.0, 3.0])
+    assert cyclegan.to_pixels(values).tolist() == [0, 1, 1, 255, 255, 255]
+    cyclegan.save_png(cyclegan.to_pixels(values.view(3, 1, 2)), str(tmp_path / "p.png"))
+    assert TF.pil_to_tensor(Image.open(tmp_path / "p.png")).flatten().tolist() == [0, 1, 1, 255,
+                                                                                  255, 255]
 
 
 # ==============================================================================================
@@ -534,11 +568,12 @@ def test_unusual_image_kinds_load_as_rgb(tmp_path):
             assert tuple(image[:, 10, 10].tolist()) == expected, name
 
 
-def phone_photo(path):
-    """A JPEG stored 60 wide and 40 high, red in its stored top-left corner, with the EXIF tag
-    (orientation 6) that tells viewers to turn it 90 degrees clockwise: upright it is 40 x 60."""
-    image = Image.new("RGB", (60, 40), (0, 0, 255))
-    image.paste((255, 0, 0), (0, 0, 15, 15))
+def phone_photo(path, size=(60, 40)):
+    """A JPEG stored 60 wide and 40 high (or `size`), red in its stored top-left corner, with the
+    EXIF tag (orientation 6) that tells viewers to turn it 90 degrees clockwise: upright it is
+    40 x 60, red in the top-right corner."""
+    image = Image.new("RGB", size, (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, size[0] // 4, size[1] // 3))
     exif = Image.Exif()
     exif[0x0112] = 6
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -561,8 +596,13 @@ def test_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path, capsys
     assert "summer/ winter/" in error
     assert "bash download_data.sh summer2winter_yosemite" in error
     assert not os.path.exists("runs")  # nothing written
-    error = fails_with(["--data", "nowhere"], capsys)  # a name: perhaps one the script knows
-    assert "looked in datasets/nowhere/" in error and "run: bash download_data.sh nowhere" in error
+    error = fails_with(["--data", "horse2zebra"], capsys)  # one that the script can download
+    assert "get it with: bash download_data.sh horse2zebra" in error
+    error = fails_with(["--data", "dmeo"], capsys)  # a typo
+    assert "looked in datasets/dmeo/" in error and error.endswith("; did you mean --data demo?\n")
+    error = fails_with(["--data", "nowhere"], capsys)  # neither: no download to suggest
+    assert "looked in datasets/nowhere/" in error and "download_data.sh nowhere" not in error
+    assert "a name that download_data.sh knows: demo, summer2winter, apple2orange" in error
     error = fails_with(["--data", "my/photos"], capsys)
     assert "looked in my/photos/" in error and "; check it" in error
 
@@ -652,7 +692,7 @@ def test_fp32_never_constructs_an_autocast(tmp_path, capsys, monkeypatch):
     write_image("photo.jpg")
     printed = run_main(["--data", "data", "--translate", "photo.jpg", "--precision", "fp32"],
                        capsys).out
-    assert "translated 1 images" in printed
+    assert "translated 1 image XtoY" in printed
     with pytest.raises(RuntimeError):  # and the patch did bite where autocast is used
         cyclegan.Precision("bf16", torch.device("cpu")).autocast()
 
@@ -667,11 +707,42 @@ def test_peak_gpu_memory_is_each_runs_own_and_read_on_its_device(monkeypatch, tm
                         lambda device: peaks[torch.device(device)])
     log = cyclegan.ProgressLog(str(tmp_path), 0, torch.device("cuda:1"))
     peaks[torch.device("cuda:1")] = 3e9  # what this run allocates
-    assert log.summary().endswith("(median after the first 5), peak GPU memory 3.00 GB")
+    log.add({}, 0.25)
+    assert log.summary().endswith("; median step 0.250 s, peak GPU memory 3.00 GB")
     assert "memory" not in cyclegan.ProgressLog(str(tmp_path), 0, torch.device("cpu")).summary()
 
 
 # --- 11. Checkpoints, exact resume, progress --------------------------------------------------
+
+def test_progress_lines_add_up(tmp_path, capsys, monkeypatch):
+    """With a clock we control: steps of 0.1 s, and 1 s of sample grid after every 5th. No ETA
+    from the first iterations; then the ETA is the remaining iterations times the recent wall
+    time per iteration (grids included), and the closing line's numbers multiply out."""
+    clock = [100.0]
+    monkeypatch.setattr(cyclegan, "time", argparse.Namespace(perf_counter=lambda: clock[0]))
+    log = cyclegan.ProgressLog(str(tmp_path), 0, torch.device("cpu"))
+    training = argparse.Namespace(iteration=0, opt_G=argparse.Namespace(param_groups=[{"lr": 1}]))
+    lines = []
+    for iteration in range(1, 21):
+        clock[0] += 0.1
+        log.add({name: torch.tensor(1.0) for name in cyclegan.LOSS_NAMES}, 0.1)
+        training.iteration = iteration
+        if iteration in (1, 10, 20):
+            log.write(training, 0, 100)
+            lines.append(capsys.readouterr().out.strip())
+        if iteration % 5 == 0:
+            clock[0] += 1.0  # a sample grid
+    assert lines[0].endswith("| 0.100 s for this iteration (no ETA yet)")
+    # iterations 3-10 took 8 x 0.1 s + 1 s of grid: 0.225 s each; 90 to go
+    assert lines[1].endswith("| 0.225 s/it, ETA 0:00:20")
+    # iterations 3-20: 18 x 0.1 s + 3 s of grids = 0.267 s each; 80 to go
+    assert lines[2].endswith("| 0.267 s/it, ETA 0:00:21")
+    assert log.summary() == ("done: 20 iterations in 5.0 s (0.250 s per iteration, wall time); "
+                             "median step 0.100 s")
+    assert log.summary(finished=False).startswith("stopped: 20 iterations in 5.0 s")
+    assert cyclegan.ProgressLog(str(tmp_path), 0, torch.device("cpu")).summary() == (
+        "done: no iterations to run")
+
 
 def test_resume_continues_exactly(tmp_path, capsys, monkeypatch):
     """K iterations straight == stop mid-epoch, or at an epoch's end, and resume to K."""
@@ -719,6 +790,47 @@ def test_resume_takes_its_settings_from_the_checkpoint(tmp_path, capsys, monkeyp
                  capsys)
     state = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
     assert state["iteration"] == 5 and state["scaler"]["scale"] > 0
+
+
+def test_resume_can_extend_the_schedule(tmp_path, capsys, monkeypatch):
+    """A finished run of 1 + 1 epochs, resumed with --epochs 3: two more epochs at the full rate
+    and the decaying one again, with the old and new schedule and the rate printed."""
+    monkeypatch.chdir(tmp_path)
+    make_dataset(tmp_path / "data", n_x=2, n_y=2)  # 2 iterations per epoch
+    run_main(["--data", "data", *TINY, "--epochs", "1", "--decay-epochs", "1", "--lr", "0.001",
+              "--log-every", "1"], capsys)
+    assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 4
+    printed = run_main(["--data", "data", "--resume", "--epochs", "3"], capsys).out
+    assert "schedule changed from 1 + 1 to 3 + 1 epochs (constant + decaying)" in printed
+    assert "resumed at iteration 4 (epoch 3), learning rate 0.001" in printed
+    state = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
+    assert state["iteration"] == 8 and state["settings"]["epochs"] == 3
+    rates = [float(row.split(",")[2]) for row in open("runs/data/losses.csv").read().split()[1:]]
+    assert rates == [0.001, 0.001, 0.0005, 0.0005, 0.001, 0.001, 0.0005, 0.0005]
+    error = fails_with(["--data", "data", "--resume", "--epochs", "4", "--lr", "0.01"], capsys)
+    assert "--lr 0.01 does not match the checkpoint's 0.001" in error
+
+
+def test_nonfinite_weights_are_never_saved(tmp_path, capsys, monkeypatch):
+    """A step that leaves a NaN in the weights behind finite losses: the run stops before it
+    saves, and the last good checkpoint stays."""
+    monkeypatch.chdir(tmp_path)
+    make_dataset(tmp_path / "data")  # 4 iterations per epoch: a save at iteration 4
+    run_main(["--data", "data", *TINY, "--max-iters", "2"], capsys)
+    good = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
+    real_train_step = cyclegan.train_step
+
+    def poisoning_step(model, *args):
+        losses = real_train_step(model, *args)
+        with torch.no_grad():
+            model.G_XtoY.model[1].weight[0, 0, 0, 0] = float("nan")
+        return losses
+    monkeypatch.setattr(cyclegan, "train_step", poisoning_step)
+    error = fails_with(["--data", "data", "--max-iters", "6", "--resume"], capsys)
+    assert "became non-finite (NaN or inf) before iteration 4" in error
+    assert "runs/data/checkpoint.pt keeps the last good state" in error
+    kept = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
+    assert kept["iteration"] == 2 and tensors_equal(kept["model"], good["model"])
 
 
 def test_checkpoint_survives_sigkill_while_saving(tmp_path, capsys, monkeypatch):
@@ -801,18 +913,21 @@ def pretrained_file(path, ngf=8, n_blocks=3, legacy=True, running_stats=True, se
 
 
 def test_translate_with_an_official_generator_file(tmp_path, capsys, monkeypatch):
+    """The authors' files know no load size: photos are scaled to 256px, as their test script
+    does."""
     monkeypatch.chdir(tmp_path)
     generator = pretrained_file("summer2winter_yosemite.pth")
-    phone_photo("photos/phone.jpg")
+    phone_photo("photos/phone.jpg", size=(600, 400))
     printed = run_main(["--translate", "photos/phone.jpg", "--checkpoint",
                         "summer2winter_yosemite.pth", "--precision", "fp32"], capsys).out
-    assert "translated/phone_summer2winter_yosemite.png" in printed
-    written = Image.open("translated/phone_summer2winter_yosemite.png")
-    assert written.size == (40, 60)  # upright, as photo viewers show it
-    image = cyclegan.to_model_range(cyclegan.load_image("photos/phone.jpg"))[None]
+    assert "scaled down to a shorter side of 256px" in printed
+    assert "translated/phone_summer2winter_yosemite.png (256x384)" in printed
+    written = TF.pil_to_tensor(Image.open("translated/phone_summer2winter_yosemite.png"))
+    assert written.shape == (3, 384, 256)  # upright, as photo viewers show it
+    image = cyclegan.load_image("photos/phone.jpg", shorter_side=256)
     with torch.no_grad():
-        expected = (cyclegan.translate_image(generator.eval(), image)[0] + 1) * 127.5
-    assert (TF.pil_to_tensor(written).float() - expected).abs().max() <= 1.01
+        expected = cyclegan.translate_image(generator.eval(), cyclegan.to_model_range(image)[None])
+    assert torch.equal(written, cyclegan.to_pixels(expected[0]))
     error = fails_with(["--translate", "photos", "--checkpoint", "summer2winter_yosemite.pth",
                         "--direction", "YtoX"], capsys)
     assert "--direction does not apply" in error and error.count("\n") == 1
@@ -850,7 +965,8 @@ def test_wrong_generator_files_give_one_line_errors(tmp_path, capsys, monkeypatc
                              "in the official naming",
                 "old.pt": "holds no generator that fits (ngf 4, 0 blocks: Missing key(s) in "
                           "state_dict",
-                "text.pth": "cannot read checkpoint text.pth",
+                "text.pth": "cannot read checkpoint text.pth: not a PyTorch file (it begins "
+                            "'<html>404 Not Found</html>'); download or copy it again",
                 "mixed.pth": "holds no generator that fits (ngf 64, 2 blocks: size mismatch "
                              "for model.10.conv_block.1.weight",
                 "truncated.pth": "cannot read checkpoint truncated.pth",
@@ -858,7 +974,7 @@ def test_wrong_generator_files_give_one_line_errors(tmp_path, capsys, monkeypatc
     for name, message in expected.items():
         error = fails_with(["--translate", "photo.png", "--checkpoint", name], capsys)
         assert message in error and error.count("\n") == 1, (name, error)
-    error = fails_with(["--resume", "--out", ".", "--checkpoint", "x"], capsys)
+    error = fails_with(["--resume", "--out", "."], capsys)
     assert "no checkpoint at ./checkpoint.pt" in error
     pretrained_file("checkpoint.pt")
     error = fails_with(["--resume", "--out", "."], capsys)
@@ -921,6 +1037,9 @@ def test_the_demo_is_the_default_of_data_demo(tmp_path, capsys, monkeypatch):
     (["--device", "cuda"], "--device cuda: not a device that torch can use on this machine"),
     (["--lambda", "3"], "ambiguous option: --lambda could match --lambda-cycle, --lambda-identity"),
     (["--colour"], "unrecognized arguments: --colour; see python cyclegan.py --help"),
+    (["--image_size", "64"], "unrecognized arguments: --image_size 64 (did you mean --image-size?)"),
+    (["--checkpoint", "runs/data/checkpoint.pt"], "--checkpoint applies to --translate only"),
+    (["--resume", "--direction", "YtoX"], "--direction applies to --translate only"),
 ])
 def test_impossible_settings_are_refused_before_any_work(tmp_path, capsys, monkeypatch, flags,
                                                          message):
@@ -950,9 +1069,10 @@ def test_ctrl_c_saves_and_the_printed_command_resumes(tmp_path):
             process.send_signal(signal.SIGINT)
             break
     lines += process.stdout.readlines()
-    assert process.wait(timeout=60) == 0, "".join(lines)
+    assert process.wait(timeout=60) == 130, "".join(lines)  # what shells report for SIGINT
     text = "".join(lines)
-    assert lines[-1].startswith("done:")
+    assert not any(line.startswith("done:") for line in lines)
+    assert "\nstopped: " in text
     iteration = int(text.split("interrupted at iteration ")[1].split(",")[0])
     assert 3 <= iteration < 200
     assert cyclegan.load_checkpoint(str(tmp_path / "runs/data/checkpoint.pt"))["iteration"] == iteration
@@ -1005,6 +1125,20 @@ def test_runs_in_one_process_leave_no_settings_behind(tmp_path, capsys, monkeypa
     assert cyclegan.load_checkpoint("runs/data2/checkpoint.pt")["settings"]["load_size"] == 27
 
 
+def test_flags_that_do_not_apply_are_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_image("photo.jpg")
+    error = fails_with(["--resume", "--checkpoint", "runs/demo/checkpoint.pt"], capsys)
+    assert error == ("error: --checkpoint applies to --translate only; to continue a training "
+                     "run, use --resume (with --out RUN_FOLDER)\n")
+    error = fails_with(["--translate", "photo.jpg", "--epochs", "3"], capsys)
+    assert error == ("error: --epochs does not apply to --translate, which only uses a trained "
+                     "model; drop it\n")
+    error = fails_with(["--translate", "photo.jpg", "--resume"], capsys)
+    assert "--resume does not apply to --translate" in error
+    assert not os.path.exists("translated") and not os.path.exists("runs")
+
+
 def test_in_a_notebook_errors_print_one_line_and_do_not_exit(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cyclegan, "in_notebook", lambda: True)
@@ -1030,7 +1164,7 @@ def test_pasted_into_a_jupyter_kernel(tmp_path):
                        "--n-blocks", "1"])[1:-1]
     cells = [open(os.path.join(HERE, "cyclegan.py")).read(),
              'main(["--data", "nowhere"])',
-             f'main([{tiny}, "--max-iters", "3"])',
+             f'main([{tiny}, "--max-iters", "300", "--log-every", "10", "--sample-every", "100"])',
              f'main([{tiny}, "--epochs", "2000", "--log-every", "1"])',
              None,  # the resume call that the interrupted cell printed
              'main(["--data", "data", "--translate", "photo.jpg"])']
@@ -1051,6 +1185,7 @@ def test_pasted_into_a_jupyter_kernel(tmp_path):
             time.sleep(0.1)
 
     outputs = []
+    displays = []
     with client.setup_kernel():
         for index, cell in enumerate(notebook.cells):
             if index == 3:
@@ -1060,19 +1195,30 @@ def test_pasted_into_a_jupyter_kernel(tmp_path):
                 cell.source = cell.source.replace("'--resume'", "'--resume', '--max-iters', '40'")
             client.execute_cell(cell, index)
             outputs.append("".join(o.get("text", "") for o in cell.outputs))
+            displays.append([o["data"] for o in cell.outputs if o.output_type == "display_data"])
             assert not [o for o in cell.outputs if o.output_type == "error"], (index, cell.outputs)
             shown = [o["data"]["text/plain"] for o in cell.outputs if "data" in o]
             assert all("\n" not in text for text in shown), shown  # not ~150 layers of repr
     assert 'main(["--data", "summer2winter"])' in outputs[0] and "done:" not in outputs[0]
     assert outputs[1].startswith("error: no dataset for --data nowhere") and outputs[1].count("\n") == 1
-    assert outputs[2].strip().splitlines()[-1].startswith("done: 3 iterations")
+    # 300 iterations logged every 10 and a grid every 100: a few lines of text, one progress
+    # line and one picture, both updated in place
+    assert outputs[2].strip().splitlines()[-1].startswith("done: 300 iterations")
+    assert len(outputs[2].strip().splitlines()) <= 8, outputs[2]
+    progress = [d["text/plain"] for d in displays[2] if "image/png" not in d]
+    pictures = [d for d in displays[2] if "image/png" in d]
+    assert len(progress) == 1 and progress[0].startswith("epoch 75 it 300/300 |")
+    assert " s/it, ETA 0:00:00" in progress[0]
+    assert len(pictures) == 1
+    newest = Image.open(io.BytesIO(base64.b64decode(pictures[0]["image/png"])))
+    assert newest.size == Image.open(tmp_path / "runs/data/samples/iter_0000300.png").size
     assert "main(['--resume', '--out', 'runs/data2'])" in outputs[3]
     assert notebook.cells[4].source == "main(['--resume', '--max-iters', '40', '--out', 'runs/data2'])"
     assert "resumed at iteration" in outputs[4] and outputs[4].strip().splitlines()[-1].startswith("done:")
     state = cyclegan.load_checkpoint(str(tmp_path / "runs/data2/checkpoint.pt"))
     assert state["iteration"] == 40 and state["settings"]["load_size"] == 27
-    assert "translated 1 images XtoY with runs/data2/checkpoint.pt" in outputs[5]
-    assert Image.open(tmp_path / "translated" / "photo_XtoY.png").size == (50, 38)
+    assert "translated 1 image XtoY with runs/data2/checkpoint.pt" in outputs[5]
+    assert Image.open(tmp_path / "translated" / "photo_XtoY.png").size == (36, 27)  # 27px high
 
 
 # --- download_data.sh, against a server on 127.0.0.1 ------------------------------------------
@@ -1205,6 +1351,12 @@ def padded_zip(name, target):
         padding += target - len(buffer.getvalue())
     assert len(buffer.getvalue()) == target
     return buffer.getvalue()
+
+
+def test_cyclegan_knows_the_datasets_that_the_script_downloads():
+    """cyclegan.py suggests names and downloads from its own copy of the script's list."""
+    script = open(os.path.join(HERE, "download_data.sh")).read()
+    assert list(cyclegan.DOWNLOADABLE_DATASETS) == script.split('VALID="')[1].split('"')[0].split()
 
 
 def test_unknown_dataset_lists_the_valid_names(tmp_path, zip_server):
