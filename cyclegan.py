@@ -1319,6 +1319,18 @@ def draw_demo_dataset(args):
     return UnpairedImages(images_X, images_Y, args.image_size, args.seed), test_X, test_Y
 
 
+def write_demo_photos(run_folder, size):
+    """A few held-out summer scenes as PNG files, for trying --translate on the demo's model
+    (which knows drawn landscapes only: a real photo would tell nothing)."""
+    folder = os.path.join(run_folder, "held_out_summer")
+    os.makedirs(folder, exist_ok=True)
+    scenes = demo_images(DEMO_TEST_FIRST + 200, 4, size, "summer")
+    for number, scene in enumerate(scenes):
+        save_png(scene, os.path.join(folder, f"scene_{number}.png"))
+    print(f"held-out summer scenes in {folder}/; translate them to winter with:\n  "
+          + command_to_run(["--data", "demo", "--translate", folder]))
+
+
 # --- 16. Command line and notebooks -----------------------------------------------------------
 # From a shell, the file trains (or translates) at once. Pasted into a notebook cell, it only
 # defines everything: a cell that silently starts hours of training is a trap. In a notebook,
@@ -1419,6 +1431,7 @@ def train_from_flags(typed):
     if args.data == "demo":
         device = next(model.parameters()).device
         print_demo_check(model, args.image_size, Precision(args.precision, device))
+        write_demo_photos(run_folder, args.load_size)
     return model
 
 

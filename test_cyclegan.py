@@ -452,11 +452,24 @@ def test_cyclegan_learns_the_demo_translation(tmp_path, capsys, monkeypatch, pre
     input (or a run without the cycle loss) converges to."""
     monkeypatch.chdir(tmp_path)
     model = cyclegan.main(["--data", "demo", "--precision", precision])
-    assert f"precision {precision}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"precision {precision}" in printed
     errors = cyclegan.demo_translation_errors(model, 32, cyclegan.Precision(
         precision, torch.device("cpu")))
     print(precision, errors)
     assert demo_check_passes(errors), errors
+    # The run leaves held-out summer scenes to try --translate on, and prints how; their
+    # translations come closer to the true winter scenes than the summer inputs are.
+    command = printed.split("translate them to winter with:\n")[1].splitlines()[0].strip()
+    assert command == "python cyclegan.py --data demo --translate runs/demo/held_out_summer"
+    run_main(shlex.split(command)[2:], capsys)
+    winter = cyclegan.demo_images(cyclegan.DEMO_TEST_FIRST + 200, 4, 36, "winter").float()
+    for number in range(4):
+        summer = TF.pil_to_tensor(Image.open(f"runs/demo/held_out_summer/scene_{number}.png"))
+        translated = TF.pil_to_tensor(Image.open(f"translated/scene_{number}_XtoY.png"))
+        assert translated.shape == summer.shape == (3, 36, 36)
+        error = (translated - winter[number]).abs().mean()
+        assert error < 0.25 * (summer - winter[number]).abs().mean()
 
 
 def demo_check_passes(errors):
