@@ -20,7 +20,7 @@ replaces that with least squares (LSGAN), which is what we train:
                      (section 5.2; added to the generators' side with weight 0.5 * lambda)
 
 How to run it.
-    python cyclegan.py --data demo                    # a toy task that learns on a CPU in a minute
+    python cyclegan.py --data demo                    # a toy task: 15-30 s on 2 CPU cores
     bash download_data.sh summer2winter_yosemite      # 126 MB into datasets/
     python cyclegan.py --data summer2winter           # 246,200 iterations: use a GPU
     python cyclegan.py --translate photo.jpg          # summer -> winter with the newest run
@@ -85,7 +85,7 @@ DEFAULT_SETTINGS = {
     "seed": (0, "random seed: the same seed repeats a run bit for bit on a CPU (not on a GPU)"),
 }
 # --data demo: a toy task built in (the same drawn landscape in summer and in winter colours)
-# that learns in about a minute on a CPU: 32px images, small networks, 400 iterations, and a 5x
+# that learns in 15-30 s on 2 CPU cores: 32px images, small networks, 400 iterations, and a 5x
 # higher learning rate for the short schedule (our choices; the tests check that it learns).
 DEMO_SETTINGS = {"image_size": 32, "ngf": 16, "ndf": 16, "n_blocks": 2, "epochs": 1,
                  "decay_epochs": 1, "lr": 1e-3}
