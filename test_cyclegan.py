@@ -369,20 +369,43 @@ def test_loader_reads_mixed_images_in_both_layouts(tmp_path, layout):
     assert test_X.shape == test_Y.shape == (2, 3, 32, 32)
     assert data.epoch_length == 4  # max(|X|, |Y|)
     batches = data.epoch_batches(0, 2)
-    assert [len(x) for x, _ in batches] == [2, 2]
-    x_order, y_order = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+    assert [len(batch["x"]) for batch in batches] == [2, 2]
+    x_order = torch.cat([batch["x"] for batch in batches])
+    y_order = torch.cat([batch["y"] for batch in batches])
     assert sorted(x_order.tolist()) == [0, 1, 2, 3] and all(0 <= i < 3 for i in y_order)
-    assert not torch.equal(data.epoch_batches(1, 4)[0][0], x_order) or not torch.equal(
-        data.epoch_batches(2, 4)[0][0], x_order)  # a new order each epoch
-    x, y = data.batch(*batches[0], "cpu")
+    assert not torch.equal(data.epoch_batches(1, 4)[0]["x"], x_order) or not torch.equal(
+        data.epoch_batches(2, 4)[0]["x"], x_order)  # a new order each epoch
+    x, y = data.batch(batches[0], "cpu")
     assert x.shape == y.shape == (2, 3, 32, 32) and x.dtype == torch.float32
     assert x.min() >= -1 and x.max() <= 1 and x.std() > 0.1
+
+
+def test_the_epoch_plan_is_shared_out_among_processes(tmp_path):
+    """Images, crops and mirrorings come from the epoch's plan, not from a process's random
+    stream: 2 processes at batch 1 see exactly what 1 process sees at batch 2, and the last
+    iteration wraps round so that every process has a full batch."""
+    data, _, _ = cyclegan.load_dataset(tiny_args(data=make_dataset(tmp_path / "data", n_x=5)))
+    assert data.epoch_length == 5
+    alone = data.epoch_batches(3, 2)
+    first = data.epoch_batches(3, 1, rank=0, processes=2)
+    second = data.epoch_batches(3, 1, rank=1, processes=2)
+    assert len(alone) == len(first) == len(second) == 3  # ceil(5 / 2)
+    for together, mine, theirs in zip(alone, first, second):
+        x_alone, y_alone = data.batch(together, "cpu")
+        x_first, y_first = data.batch(mine, "cpu")
+        x_second, y_second = data.batch(theirs, "cpu")
+        assert torch.equal(x_alone, torch.cat([x_first, x_second]))
+        assert torch.equal(y_alone, torch.cat([y_first, y_second]))
+    plan = data.epoch_plan(3)
+    assert torch.equal(second[-1]["x"], plan["x"][:1])  # place 5 is place 0 again
+    assert plan["x_mirror"].any() and not plan["x_mirror"].all()
+    assert not torch.equal(plan["x_corner"], data.epoch_plan(4)["x_corner"])
 
 
 def test_batches_come_from_the_decoded_cache_without_reading_files(tmp_path, monkeypatch):
     data, _, _ = cyclegan.load_dataset(tiny_args(data=make_dataset(tmp_path / "data")))
     monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("decoded an image per step"))
-    x, y = data.batch(*data.epoch_batches(0, 1)[0], "cpu")
+    x, y = data.batch(data.epoch_batches(0, 1)[0], "cpu")
     crop = (x[0] + 1) * 127.5  # the crop is one of the cached pixels' windows
     cached = data.images_X.float()
     windows = [cached[i, :, t:t + 32, l:l + 32] for i in range(3) for t in range(5) for l in range(5)]
