@@ -45,10 +45,12 @@ import sys
 import time
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torchvision.transforms.functional as TF
 import torchvision.utils as vutils
 from PIL import Image, ImageDraw, ImageOps
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 # --- Settings ---------------------------------------------------------------------------------
 # Every number a new run starts from, as (default, what it is), with where each default comes
@@ -509,9 +511,13 @@ def learning_rate(epoch, args):
 class Training:
     """Everything that training changes as it goes: the networks, the two optimisers, the two
     history pools and the iteration count. A checkpoint holds all of it (and the random state)."""
-    def __init__(self, args, device, precision):
-        torch.manual_seed(args.seed)  # same seed, same initial weights, crops and pool draws
-        self.model = CycleGAN(args.ngf, args.ndf, args.n_blocks).to(device)
+    def __init__(self, args, precision, processes):
+        torch.manual_seed(args.seed)  # same seed, same initial weights and pool draws
+        self.model = CycleGAN(args.ngf, args.ndf, args.n_blocks).to(processes.device)
+        # What train_step runs: the model itself, or under torchrun its DDP wrappers.
+        self.networks = processes.wrap(self.model)
+        if processes.rank > 0:  # under torchrun: each process its own pool draws
+            torch.manual_seed(args.seed * 1_000_003 + processes.rank)
         generators = [*self.model.G_XtoY.parameters(), *self.model.G_YtoX.parameters()]
         discriminators = [*self.model.D_X.parameters(), *self.model.D_Y.parameters()]
         self.opt_G = torch.optim.Adam(generators, lr=args.lr, betas=(0.5, 0.999))
@@ -519,23 +525,26 @@ class Training:
         self.pool_X = ImagePool(args.pool_size)  # fakes F(y), shown to D_X
         self.pool_Y = ImagePool(args.pool_size)  # fakes G(x), shown to D_Y
         self.precision = precision  # its gradient scaler has a state to save (in fp16)
+        self.processes = processes  # this one process, or torchrun's
         self.iteration = 0  # iterations done
 
 
-def train(args, run_folder, checkpoint, introduction, stop):
+def train(args, run_folder, checkpoint, introduction, stop, processes):
     """Trains a new run in `run_folder`, or continues the one in `checkpoint`. Returns the model.
     `introduction` (what is run, with which settings) is printed once the data has loaded.
-    `stop.requested` turns True when the user asks to stop (Ctrl-C, a notebook's stop button):
-    the loop then ends after the iteration under way, and saves."""
-    device = choose_device(args.device)
+    `stop.now(iteration)` turns True when the user asks to stop (Ctrl-C, a notebook's stop
+    button): the loop then ends after the iteration under way, and saves. `processes` is this
+    one process, or under torchrun this process's place among them (section 11)."""
+    device = processes.device
     precision = Precision(args.precision, device)
-    training = Training(args, device, precision)
+    training = Training(args, precision, processes)
     # The data is read before anything is written: a bad dataset leaves no run folder behind.
     data, test_X, test_Y = load_dataset(args)
     print(introduction, end="")
     if checkpoint is not None:
         restore_training(training, checkpoint, device)
-    batches_per_epoch = math.ceil(data.epoch_length / args.batch_size)
+    # Under torchrun an iteration trains on batch_size images in each process.
+    batches_per_epoch = math.ceil(data.epoch_length / (args.batch_size * processes.count))
     last = (args.epochs + args.decay_epochs) * batches_per_epoch
     if args.max_iters is not None:
         last = min(last, args.max_iters)
@@ -549,16 +558,17 @@ def train(args, run_folder, checkpoint, introduction, stop):
           + (": nothing to train" if training.iteration >= last else ""))
     test_X = test_X.to(device)
     test_Y = test_Y.to(device)
-    os.makedirs(f"{run_folder}/samples", exist_ok=True)
-    log = ProgressLog(run_folder, training.iteration, device)
+    if processes.rank == 0:  # the one process that writes
+        os.makedirs(f"{run_folder}/samples", exist_ok=True)
+    log = ProgressLog(run_folder, training.iteration, device, processes)
     # One iteration after another until the schedule ends (or --max-iters). The epoch and the
     # place in it follow from the iteration; each epoch starts with its own image order and
     # learning rate. Every so many iterations: a progress line, a sample grid, a checkpoint.
     batches = None
-    while training.iteration < last and not stop.requested:
+    while training.iteration < last and not stop.now(training.iteration, processes):
         epoch, index = divmod(training.iteration, batches_per_epoch)
         if index == 0 or batches is None:  # a new epoch, or the one a resumed run is in
-            batches = data.epoch_batches(epoch, args.batch_size)
+            batches = data.epoch_batches(epoch, args.batch_size, processes.rank, processes.count)
             # Set by hand, not by a torch LR scheduler: the rate follows from the epoch alone,
             # so a resumed run has no scheduler state to restore.
             for optimizer in (training.opt_G, training.opt_D):
@@ -566,14 +576,14 @@ def train(args, run_folder, checkpoint, introduction, stop):
         # A step's time counts making the batch and train_step, not a sample grid or a save.
         step_start = time.perf_counter()
         real_X, real_Y = data.batch(batches[index], device)
-        losses = train_step(training.model, real_X, real_Y, training.opt_G, training.opt_D,
+        losses = train_step(training.networks, real_X, real_Y, training.opt_G, training.opt_D,
                             training.pool_X, training.pool_Y, precision, args)
         training.iteration += 1
         log.add(losses, time.perf_counter() - step_start)
         # The first iteration logs too: a run shows at once that it works, and how fast.
         if training.iteration % args.log_every == 0 or len(log.step_times) == 1:
             log.write(training, epoch, last)
-        if training.iteration % args.sample_every == 0:
+        if training.iteration % args.sample_every == 0 and processes.rank == 0:
             grid_path = f"{run_folder}/samples/iter_{training.iteration:07d}.png"
             save_sample_grid(training.model, test_X, test_Y, precision, grid_path)
             log.show_sample(grid_path)  # in a notebook: shown in place of the last one
@@ -581,11 +591,11 @@ def train(args, run_folder, checkpoint, introduction, stop):
             save_training(run_folder, training, args, log)  # every N, and at each epoch end
     if training.iteration % batches_per_epoch != 0:  # stopped inside an epoch: save it too
         save_training(run_folder, training, args, log)
-    if log.step_times:
+    if log.step_times and processes.rank == 0:
         save_sample_grid(training.model, test_X, test_Y, precision,
                          f"{run_folder}/samples/last.png")
-    print(log.summary(finished=not stop.requested))
-    if stop.requested:
+    print(log.summary(finished=not stop.stopping))
+    if stop.stopping:
         print(f"interrupted at iteration {training.iteration}, saved {run_folder}/checkpoint.pt; "
               f"resume with:\n  {command_to_run(['--resume', '--out', run_folder])}")
     return training.model
@@ -918,7 +928,154 @@ def choose_device(name):
     return torch.device(name)
 
 
-# --- 11. Checkpoints, exact resume, progress --------------------------------------------------
+# --- 11. Several GPUs or machines: torchrun --------------------------------------------------
+# `torchrun --standalone --nproc_per_node=N cyclegan.py ...` starts N copies of this program (one
+# per GPU) and tells each its place in environment variables (RANK, LOCAL_RANK, WORLD_SIZE). This
+# is data-parallel training: every process holds the same networks and trains on its own
+# --batch-size images of the epoch's plan, and PyTorch's DistributedDataParallel (DDP) averages
+# the gradients over the processes during backward, so every process takes the same optimiser
+# step and the networks stay identical. One iteration thus trains on N x batch-size images. Only
+# the first process (rank 0) writes: the run folder, checkpoints, sample grids, progress lines.
+# A run in one process (python cyclegan.py, a notebook) uses OneProcess, whose collective
+# operations do nothing.
+
+class OneProcess:
+    """A run in one process: its device, and the operations that a torchrun run shares among its
+    processes, which alone have nothing to share."""
+    rank = 0
+    count = 1
+
+    def __init__(self, device):
+        self.device = device
+
+    def wrap(self, model):
+        """What train_step runs: here the model itself."""
+        return model
+
+    def mean(self, tensor):
+        """The mean over the processes of a tensor that each process has."""
+        return tensor
+
+    def any(self, flag):
+        """True on every process if `flag` is True on any."""
+        return flag
+
+    def gather(self, value):
+        """Every process's value, as a list on rank 0 (None on the others)."""
+        return [value]
+
+    def share(self, value):
+        """Rank 0's value, on every process."""
+        return value
+
+    def close(self):
+        pass
+
+
+class TorchrunProcesses(OneProcess):
+    """One of torchrun's processes: NCCL between CUDA GPUs (each process on its own,
+    cuda:LOCAL_RANK), gloo between CPU processes."""
+    def __init__(self, device_name):
+        self.rank = int(os.environ["RANK"])
+        self.count = int(os.environ["WORLD_SIZE"])
+        local_rank = int(os.environ["LOCAL_RANK"])
+        if device_name in ("auto", "cuda") and torch.cuda.is_available():
+            if local_rank >= torch.cuda.device_count():
+                raise CycleGANError(f"torchrun started more processes on this machine than it "
+                                    f"has GPUs ({torch.cuda.device_count()}); lower "
+                                    "--nproc_per_node")
+            self.device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(self.device)
+            dist.init_process_group("nccl", device_id=self.device)
+        elif device_name in ("auto", "cpu"):
+            self.device = torch.device("cpu")
+            dist.init_process_group("gloo")
+        else:
+            raise CycleGANError(f"--device {device_name}: under torchrun each process takes its "
+                                "own GPU (cuda:LOCAL_RANK); use --device auto, cuda or cpu")
+
+    def wrap(self, model):
+        return DistributedNetworks(model, self.device)
+
+    def mean(self, tensor):
+        total = tensor.to(self.device)
+        dist.all_reduce(total)  # a sum, in place
+        return total / self.count
+
+    def any(self, flag):
+        count = torch.tensor([int(flag)], device=self.device)
+        dist.all_reduce(count)
+        return count.item() > 0
+
+    def gather(self, value):
+        values = [None] * self.count if self.rank == 0 else None
+        dist.gather_object(value, values, dst=0)
+        return values
+
+    def share(self, value):
+        values = [value]
+        dist.broadcast_object_list(values, src=0)
+        return values[0]
+
+    def close(self):
+        dist.destroy_process_group()
+
+
+def start_processes(device_name):
+    """A TorchrunProcesses when torchrun started this process (it sets RANK), else a OneProcess
+    on the device that --device names."""
+    if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        return TorchrunProcesses(device_name)
+    return OneProcess(choose_device(device_name))
+
+
+class DistributedNetworks:
+    """The four networks as train_step sees them under torchrun: each in a
+    DistributedDataParallel of its own, which averages its gradients over the processes as
+    backward computes them. The checkpoint keeps saving the plain networks (the official keys,
+    no `module.` prefixes). The networks have no buffers (instance norm keeps no running
+    statistics), so DDP has nothing else to keep in step. Its default static_graph=False is
+    needed: a generator is called three times before one backward."""
+    def __init__(self, model, device):
+        device_ids = [device.index] if device.type == "cuda" else None
+        self.G_XtoY = DDP(model.G_XtoY, device_ids=device_ids)
+        self.G_YtoX = DDP(model.G_YtoX, device_ids=device_ids)
+        self.D_X = DiscriminatorInDDP(model.D_X, device_ids)
+        self.D_Y = DiscriminatorInDDP(model.D_Y, device_ids)
+
+
+class DiscriminatorInDDP(nn.Module):
+    """A discriminator in DDP that is called directly while it is frozen (the generators' step):
+    DDP would otherwise wait for gradients that a frozen network never gets, and fail."""
+    def __init__(self, discriminator, device_ids):
+        super().__init__()
+        self.ddp = DDP(discriminator, device_ids=device_ids)
+
+    def forward(self, images):
+        if next(self.ddp.module.parameters()).requires_grad:
+            return self.ddp(images)
+        return self.ddp.module(images)
+
+
+def torchrun_command(arguments):
+    """The torchrun command that started this run (read from its process, on Linux), with these
+    arguments for cyclegan.py; or a generic one."""
+    try:
+        with open(f"/proc/{os.getppid()}/cmdline") as f:
+            words = f.read().split("\0")[:-1]
+    except OSError:
+        words = []
+    launcher = [i for i, word in enumerate(words)
+                if word.endswith("torchrun") or word == "torch.distributed.run"]
+    script = [i for i, word in enumerate(words) if word.endswith("cyclegan.py")]
+    if launcher and script and launcher[0] < script[0]:
+        options = words[launcher[0] + 1:script[0] + 1]
+    else:
+        options = [f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', 1)}", "cyclegan.py"]
+    return "torchrun " + shlex.join(options + list(arguments))
+
+
+# --- 12. Checkpoints, exact resume, progress --------------------------------------------------
 # Everything that decides the future of a run lives in one checkpoint dict: the networks, Adam's
 # moments, the pools' contents, the random state, and the iteration (from which the epoch's image
 # order and learning rate are rebuilt). Restored, the run continues as if it had never
@@ -931,14 +1088,20 @@ def checkpoint_parts(training):
 
 
 def save_training(run_folder, training, args, log):
-    """Writes <run_folder>/checkpoint.pt: the training, its settings, the random state."""
-    log.stop_if_not_finite(training, check_weights=True)  # never save a poisoned model
+    """Writes <run_folder>/checkpoint.pt: the training, its settings, and each process's random
+    state and history pools. Under torchrun every process calls it, and rank 0 writes."""
+    # Never save a poisoned model over a good one.
+    log.stop_if_not_finite(training, training.model.parameters())
+    own = {"rng": torch.get_rng_state(),
+           "pool_X": [image.cpu() for image in training.pool_X.images],
+           "pool_Y": [image.cpu() for image in training.pool_Y.images]}
+    every_process = training.processes.gather(own)
+    if training.processes.rank != 0:
+        return
     state = {name: part.state_dict() for name, part in checkpoint_parts(training).items()}
     state["iteration"] = training.iteration
     state["settings"] = vars(args)
-    state["rng"] = torch.get_rng_state()
-    state["pools"] = [[image.cpu() for image in training.pool_X.images],
-                      [image.cpu() for image in training.pool_Y.images]]
+    state["processes"] = every_process
     save_checkpoint(os.path.join(run_folder, "checkpoint.pt"), state)
 
 
@@ -950,11 +1113,17 @@ def restore_training(training, checkpoint, device):
         if name == "scaler" and not (part.is_enabled() and checkpoint["scaler"]):
             continue
         part.load_state_dict(checkpoint[name])
-    images_X, images_Y = checkpoint["pools"]
-    training.pool_X.images = [image.to(device) for image in images_X]
-    training.pool_Y.images = [image.to(device) for image in images_Y]
     training.iteration = checkpoint["iteration"]
-    torch.set_rng_state(checkpoint["rng"])
+    saved = checkpoint["processes"]
+    if len(saved) != training.processes.count:
+        print(f"the checkpoint was saved by {len(saved)} processes and this run has "
+              f"{training.processes.count}: the history pools start empty, and the random "
+              "streams are dealt afresh")
+        return
+    own = saved[training.processes.rank]
+    training.pool_X.images = [image.to(device) for image in own["pool_X"]]
+    training.pool_Y.images = [image.to(device) for image in own["pool_Y"]]
+    torch.set_rng_state(own["rng"])
 
 
 def save_checkpoint(path, state):
@@ -999,22 +1168,28 @@ def load_checkpoint(path):
     if "settings" not in state:
         raise CycleGANError(f"{path} is not a cyclegan.py training checkpoint (a bare generator "
                             "file can be used with --translate, not resumed)")
+    if "processes" not in state:  # written before torchrun runs: one process's state
+        pool_X, pool_Y = state.pop("pools")
+        state["processes"] = [{"rng": state.pop("rng"), "pool_X": pool_X, "pool_Y": pool_Y}]
     return state
 
 
 class ProgressLog:
     """Progress lines, losses.csv and the closing line. The loop adds each step's losses (a dict
-    by name, still on the device) and time; losses are read only when a line is written."""
-    def __init__(self, run_folder, iteration, device):
+    by name, still on the device) and time; losses are read only when a line is written. Under
+    torchrun, the logged losses are the means over the processes, and rank 0 writes."""
+    def __init__(self, run_folder, iteration, device, processes=None):
         self.csv_path = f"{run_folder}/losses.csv"
         self.device = device
+        self.processes = processes or OneProcess(device)
+        self.writes = self.processes.rank == 0
         self.losses = []  # one dict per iteration since the last line
         self.step_times = []  # seconds of each step: making the batch and train_step
         self.iteration_ends = [time.perf_counter()]  # wall clock: the start, then each iteration
         self.notebook = NotebookDisplay() if in_notebook() else None
         if device.type == "cuda":  # this run's own peak: a notebook may run several
             torch.cuda.reset_peak_memory_stats(device)
-        if iteration == 0:  # a resumed run appends to its losses.csv
+        if iteration == 0 and self.writes:  # a resumed run appends to its losses.csv
             with open(self.csv_path, "w") as f:
                 print("iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it", sep=",", file=f)
 
@@ -1023,13 +1198,10 @@ class ProgressLog:
         self.step_times.append(step_seconds)
         self.iteration_ends.append(time.perf_counter())
 
-    def stop_if_not_finite(self, training, check_weights=False):
+    def stop_if_not_finite(self, training, values):
         """A NaN would poison every later step: stop, and keep the last good checkpoint. The
-        losses are checked at every line; the weights before every save (a step can leave
-        non-finite weights behind a finite loss)."""
-        values = [value for losses in self.losses for value in losses.values()]
-        if check_weights:
-            values += list(training.model.parameters())
+        logged losses are checked at every line; the weights before every save (a step can leave
+        non-finite weights behind a finite loss). Every process checks the same numbers."""
         for value in values:
             if not torch.isfinite(value).all():
                 raise CycleGANError(
@@ -1048,10 +1220,12 @@ class ProgressLog:
     def write(self, training, epoch, last_iteration):
         """A progress line (in a notebook: one line, updated in place) and a losses.csv row: the
         mean losses since the last one, and the ETA from the recent wall time per iteration."""
-        self.stop_if_not_finite(training)
-        means = {}
-        for name in LOSS_NAMES:
-            means[name] = torch.stack([losses[name] for losses in self.losses]).mean().item()
+        # (iterations, 8) -> the mean of each loss since the last line, over the processes too
+        table = torch.stack([torch.stack([losses[name] for name in LOSS_NAMES])
+                             for losses in self.losses])
+        mean_losses = self.processes.mean(table.mean(0))
+        self.stop_if_not_finite(training, [mean_losses])
+        means = dict(zip(LOSS_NAMES, mean_losses.tolist()))
         self.losses = []
         shown = " ".join(f"{name} {means[name]:.3f}" for name in LOSS_NAMES)
         seconds = self.seconds_per_iteration()
@@ -1061,6 +1235,8 @@ class ProgressLog:
             eta = datetime.timedelta(seconds=round((last_iteration - training.iteration) * seconds))
             speed = f"{seconds:.3f} s/it, ETA {eta}"
         line = f"epoch {epoch + 1} it {training.iteration}/{last_iteration} | {shown} | {speed}"
+        if not self.writes:
+            return
         if self.notebook is not None:
             self.notebook.show_progress(line)
         else:
@@ -1119,7 +1295,7 @@ class NotebookDisplay:
             self.image.update(picture)
 
 
-# --- 12. Generator files: ours and the authors' ------------------------------------------------
+# --- 13. Generator files: ours and the authors' -----------------------------------------------
 # Generator's layers sit in the official code's order, in one nn.Sequential named `model`, and the
 # residual blocks keep the official name `conv_block`; so a Generator's state_dict keys *are* the
 # official ones (model.1.weight, ..., model.10.conv_block.1.weight, ...). The authors' published
@@ -1153,7 +1329,7 @@ def generator_from_state_dict(state, path):
                         "cyclegan.py checkpoint, or a generator state_dict in the official naming")
 
 
-# --- 13. Run folders and settings -------------------------------------------------------------
+# --- 14. Run folders and settings -------------------------------------------------------------
 # A new run goes to the first free folder of runs/<dataset>, runs/<dataset>2, runs/<dataset>3 ...
 # (the convention of ultralytics and Lightning), so running a command twice never fails and never
 # overwrites. --resume and --translate without a path take the dataset's newest run.
@@ -1276,7 +1452,7 @@ def check_settings(args):
             raise CycleGANError(f"{flag(key)} {getattr(args, key)}: must be at least 0")
 
 
-# --- 14. Ctrl-C -------------------------------------------------------------------------------
+# --- 15. Ctrl-C -------------------------------------------------------------------------------
 # Python turns Ctrl-C into a KeyboardInterrupt wherever the program happens to be, which could be
 # half-way through an optimiser step. Jupyter's and Colab's stop button sends the same signal
 # (SIGINT) to the kernel. Both are caught here and turned into a request that the loop honours.
@@ -1285,13 +1461,24 @@ class StopOnCtrlC:
     """Ctrl-C (or a notebook's stop button) only asks to stop: the iteration under way finishes,
     the run is saved, and the command to resume is printed. A second Ctrl-C stops at once."""
     def __enter__(self):
-        self.requested = False
+        self.requested = False  # asked here, by Ctrl-C
+        self.stopping = False  # agreed: the loop ends
         self.previous_handler = None
         try:
             self.previous_handler = signal.signal(signal.SIGINT, self.request)
         except ValueError:  # only the main thread may set handlers: Ctrl-C stays as it was
             pass
         return self
+
+    def now(self, iteration, processes):
+        """Whether the loop should end now. Alone: as soon as stopping was asked. Under torchrun
+        every process must stop after the same iteration, whichever was asked (torchrun passes
+        a terminal's Ctrl-C to each): they agree every 10 iterations, by one small all-reduce,
+        rather than waiting on each other at every step."""
+        if processes.count > 1 and iteration % 10 != 0:
+            return False
+        self.stopping = processes.any(self.requested)
+        return self.stopping
 
     def request(self, signum, frame):
         """The SIGINT handler: the first asks, the second insists."""
@@ -1305,7 +1492,7 @@ class StopOnCtrlC:
             signal.signal(signal.SIGINT, self.previous_handler)
 
 
-# --- 15. The demo's landscapes ----------------------------------------------------------------
+# --- 16. The demo's landscapes ----------------------------------------------------------------
 # Section 7 explains the task; here is how its scenes are drawn. Each scene number seeds 7 random
 # numbers that place a sun and shape a ridge of hills; the season only picks the colours.
 SEASONS = {  # sky at the top, sky at the horizon, ground, sun: RGB in [0, 1]
@@ -1358,7 +1545,7 @@ def write_demo_photos(run_folder, size):
           + command_to_run(["--data", "demo", "--translate", folder]))
 
 
-# --- 16. Command line and notebooks -----------------------------------------------------------
+# --- 17. Command line and notebooks -----------------------------------------------------------
 # From a shell, the file trains (or translates) at once. Pasted into a notebook cell, it only
 # defines everything: a cell that silently starts hours of training is a trap. In a notebook,
 # main([...]) takes the flags as a list, and a user error prints one line instead of raising
@@ -1441,6 +1628,8 @@ def command_to_run(arguments):
     """How to run cyclegan.py with these arguments where the user is: a shell or a notebook."""
     if in_notebook():
         return f"main({arguments!r})"
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        return torchrun_command(arguments)
     return "python cyclegan.py " + shlex.join(arguments)
 
 
@@ -1448,16 +1637,23 @@ def train_from_flags(typed):
     """Training as the command line asks for it; a demo run ends with section 7's check. A run
     stopped by Ctrl-C exits with status 130 (as shells report a program ended by SIGINT), so
     that `python cyclegan.py ... && next_step` does not go on; a notebook just returns."""
-    args, run_folder, checkpoint, introduction = prepare_run(typed)
-    with StopOnCtrlC() as stop:
-        model = train(args, run_folder, checkpoint, introduction, stop)
-    if stop.requested:
+    processes = start_processes(typed.get("device", "auto"))
+    # Under torchrun only rank 0 prints; rank 0 also decides the run folder and reads the
+    # checkpoint, and the others take its word.
+    output = sys.stdout if processes.rank == 0 else open(os.devnull, "w")
+    try:
+        with contextlib.redirect_stdout(output), StopOnCtrlC() as stop:
+            prepared = prepare_run(typed) if processes.rank == 0 else None
+            args, run_folder, checkpoint, introduction = processes.share(prepared)
+            model = train(args, run_folder, checkpoint, introduction, stop, processes)
+    finally:
+        processes.close()
+    if stop.stopping:
         if not in_notebook():
             raise SystemExit(130)
         return model
-    if args.data == "demo":
-        device = next(model.parameters()).device
-        print_demo_check(model, args.image_size, Precision(args.precision, device))
+    if args.data == "demo" and processes.rank == 0:
+        print_demo_check(model, args.image_size, Precision(args.precision, processes.device))
         write_demo_photos(run_folder, args.load_size)
     return model
 
@@ -1479,7 +1675,8 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
         return train_from_flags(typed)
     except CycleGANError as error:  # the user's to fix: one line, no traceback
-        print(f"error: {error}", file=sys.stderr)
+        if os.environ.get("LOCAL_RANK", "0") == "0":  # under torchrun: once per machine
+            print(f"error: {error}", file=sys.stderr)
         if not in_notebook():
             raise SystemExit(1) from None
     except SystemExit:  # after --help; a notebook must not be told to exit

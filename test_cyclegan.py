@@ -209,7 +209,7 @@ def test_image_pool_fills_to_its_size_then_swaps_and_never_grows():
 def make_step_objects(precision_name="fp32"):
     args = tiny_args(lr=1e-3)
     precision = cyclegan.Precision(precision_name, torch.device("cpu"))
-    training = cyclegan.Training(args, torch.device("cpu"), precision)
+    training = cyclegan.Training(args, precision, cyclegan.OneProcess(torch.device("cpu")))
     real_X = torch.rand(1, 3, 32, 32) * 2 - 1
     real_Y = torch.rand(1, 3, 32, 32) * 2 - 1
     return args, training, precision, real_X, real_Y
@@ -798,8 +798,7 @@ def test_resume_continues_exactly(tmp_path, capsys, monkeypatch):
         # a resumed run prints progress at its first iteration, as a new one does
         assert f" it {stop + 1}/7 " in printed
         resumed = cyclegan.load_checkpoint(f"{out}/checkpoint.pt")
-        for key in ("model", "optimizer_G", "optimizer_D", "scaler", "pools",
-                    "rng", "iteration"):
+        for key in ("model", "optimizer_G", "optimizer_D", "scaler", "processes", "iteration"):
             assert tensors_equal(straight[key], resumed[key]), (stop, key)
     printed = run_main(["--out", "straight", "--max-iters", "7", "--resume"], capsys).out
     assert "stopping at iteration 7: nothing to train" in printed

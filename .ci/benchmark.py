@@ -54,7 +54,7 @@ def bare_step_seconds(precision_name, image_size, iters):
     """Median seconds of train_step (4 networks forward + backward, both Adam steps, the pools)."""
     args, _, _, _ = cyclegan.prepare_run({"image_size": image_size, "out": "unused"})
     precision = cyclegan.Precision(precision_name, torch.device("cpu"))
-    training = cyclegan.Training(args, torch.device("cpu"), precision)
+    training = cyclegan.Training(args, precision, cyclegan.OneProcess(torch.device("cpu")))
     real_X = torch.rand(1, 3, image_size, image_size) * 2 - 1
     real_Y = torch.rand(1, 3, image_size, image_size) * 2 - 1
     times = []
