@@ -552,6 +552,9 @@ def train(args, run_folder, checkpoint, introduction, stop, processes):
         epoch = training.iteration // batches_per_epoch
         print(f"resumed at iteration {training.iteration} (epoch {epoch + 1}), learning rate "
               f"{learning_rate(epoch, args):.6g}")
+    if processes.count > 1:
+        print(f"{processes.count} processes (torchrun), each on its own device, "
+              f"{args.batch_size * processes.count} images per iteration")
     print(f"device {device}, precision {precision.name}; {len(data.images_X)} images in X, "
           f"{len(data.images_Y)} in Y, {batches_per_epoch} iterations per epoch, "
           f"stopping at iteration {last}"

@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -583,7 +584,7 @@ def test_every_written_image_rounds_to_the_nearest_value(tmp_path):
 
 
 # ==============================================================================================
-# The machinery (sections 9-16 of cyclegan.py), then the download script and the project files.
+# The machinery (sections 9-17 of cyclegan.py), then the download script and the project files.
 # ==============================================================================================
 
 # --- 9. Image files and dataset folders -------------------------------------------------------
@@ -748,7 +749,201 @@ def test_peak_gpu_memory_is_each_runs_own_and_read_on_its_device(monkeypatch, tm
     assert "memory" not in cyclegan.ProgressLog(str(tmp_path), 0, torch.device("cpu")).summary()
 
 
-# --- 11. Checkpoints, exact resume, progress --------------------------------------------------
+# --- 11. Several GPUs or machines: torchrun --------------------------------------------------
+# Two processes on the CPU (gloo), started by torchrun as a user would, with tiny networks.
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
+def torchrun(options, args, cwd, script=None, wait=True):
+    """torchrun OPTIONS cyclegan.py ARGS (or another script), one thread per process."""
+    command = [*TORCHRUN, *options, script or os.path.join(HERE, "cyclegan.py"), *args]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if not wait:
+        return subprocess.Popen(command, cwd=cwd, env=environment, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True,
+                          timeout=300)
+
+
+TWO_PROCESSES = ["--standalone", "--nproc_per_node=2"]
+TINY_RUN = ["--data", "data", "--image-size", "24", "--ngf", "4", "--ndf", "4", "--n-blocks", "1",
+            "--device", "cpu", "--precision", "fp32"]
+
+RECORDING_DRIVER = """
+import os, sys, torch
+sys.path.insert(0, {here!r})
+import cyclegan
+records = []
+trainings = []
+real_init = cyclegan.Training.__init__
+def init(self, *args, **kwargs):
+    real_init(self, *args, **kwargs)
+    trainings.append(self)
+cyclegan.Training.__init__ = init
+real_train_step = cyclegan.train_step
+def recording_step(networks, real_X, real_Y, opt_G, opt_D, *rest):
+    record = {{"weights": {{k: v.clone() for k, v in trainings[0].model.state_dict().items()}},
+              "real_X": real_X.clone(), "real_Y": real_Y.clone()}}
+    for name, optimizer in (("G", opt_G), ("D", opt_D)):
+        def step(optimizer=optimizer, name=name, real_step=optimizer.step):
+            record["grads_" + name] = [p.grad.clone() for p in optimizer.param_groups[0]["params"]]
+            return real_step()
+        optimizer.step = step
+    losses = real_train_step(networks, real_X, real_Y, opt_G, opt_D, *rest)
+    del opt_G.step, opt_D.step
+    records.append(record)
+    return losses
+cyclegan.train_step = recording_step
+cyclegan.main(sys.argv[1:])
+torch.save(records, "records_" + os.environ["RANK"] + ".pt")
+"""
+
+
+class StandInOptimizer:
+    """Keeps the gradients that a step would apply, and changes nothing."""
+    def __init__(self, params):
+        self.params = list(params)
+        self.param_groups = [{"params": self.params}]
+
+    def zero_grad(self, set_to_none=True):
+        for param in self.params:
+            param.grad = None
+
+    def step(self):
+        self.applied = [param.grad.clone() for param in self.params]
+
+
+def test_two_processes_apply_the_full_batch_gradients_at_every_iteration(tmp_path):
+    """2 processes at batch 1 (--pool-size 0) against 1 process at batch 2 on the same plan: at
+    each of 6 iterations the gradients that DDP averaged and each process applied equal the
+    gradients of the whole batch of 2, computed in one process from the same weights. One
+    process writes: one run folder, one CSV header, each progress line once."""
+    make_dataset(tmp_path / "data")
+    (tmp_path / "driver.py").write_text(RECORDING_DRIVER.format(here=HERE))
+    result = torchrun(TWO_PROCESSES, [*TINY_RUN, "--pool-size", "0", "--max-iters", "6",
+                                      "--log-every", "1"], tmp_path, script=str(tmp_path / "driver.py"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [torch.load(tmp_path / f"records_{rank}.pt") for rank in (0, 1)]
+    assert len(records[0]) == len(records[1]) == 6
+    args = tiny_args()  # the loss weights are the defaults
+    precision = cyclegan.Precision("fp32", torch.device("cpu"))
+    for iteration, (first, second) in enumerate(zip(*records)):
+        assert tensors_equal(first["weights"], second["weights"])  # the same networks
+        model = cyclegan.CycleGAN(4, 4, 1)
+        model.load_state_dict(first["weights"])
+        opt_G = StandInOptimizer([*model.G_XtoY.parameters(), *model.G_YtoX.parameters()])
+        opt_D = StandInOptimizer([*model.D_X.parameters(), *model.D_Y.parameters()])
+        real_X = torch.cat([first["real_X"], second["real_X"]])  # the whole batch of 2
+        real_Y = torch.cat([first["real_Y"], second["real_Y"]])
+        cyclegan.train_step(model, real_X, real_Y, opt_G, opt_D, cyclegan.ImagePool(0),
+                            cyclegan.ImagePool(0), precision, args)
+        for name, optimizer in (("G", opt_G), ("D", opt_D)):
+            full = torch.cat([g.flatten() for g in optimizer.applied])
+            averaged = torch.cat([g.flatten() for g in first["grads_" + name]])
+            assert tensors_equal(first["grads_" + name], second["grads_" + name])
+            difference = ((averaged - full).norm() / full.norm()).item()
+            assert difference < 1e-4, (iteration, name, difference)
+    assert os.listdir(tmp_path / "runs") == ["data"]
+    rows = (tmp_path / "runs/data/losses.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration,") and len(rows) == 7  # one header, one row a line
+    for iteration in range(1, 7):
+        assert result.stdout.count(f" it {iteration}/6 |") == 1
+    assert "2 processes (torchrun), each on its own device, 2 images per iteration" in result.stdout
+
+
+def test_ctrl_c_under_torchrun_stops_both_and_the_printed_command_resumes_exactly(tmp_path):
+    """torchrun passes Ctrl-C (SIGINT) on to each process; both stop after the same iteration,
+    one checkpoint holds both processes' states, and the printed torchrun command resumes to
+    the same weights, bit for bit, as a run that was never stopped."""
+    make_dataset(tmp_path / "data")
+    run = [*TINY_RUN, "--max-iters", "120", "--log-every", "1", "--pool-size", "3"]
+    straight = torchrun(TWO_PROCESSES, [*run, "--out", "straight"], tmp_path)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    process = torchrun(TWO_PROCESSES, run, tmp_path, wait=False)
+    for line in process.stdout:
+        if " it 3/120 " in line:
+            process.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal does
+            break
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode != 0  # torchrun reports its workers' exit status 130
+    stopped_at = int(output.split("interrupted at iteration ")[1].split(",")[0])
+    assert stopped_at % 10 == 0 and 10 <= stopped_at < 120  # agreed at a multiple of 10
+    state = cyclegan.load_checkpoint(str(tmp_path / "runs/data/checkpoint.pt"))
+    assert state["iteration"] == stopped_at and len(state["processes"]) == 2
+    command = output.split("resume with:\n")[1].splitlines()[0].strip()
+    assert command == ("torchrun --standalone --nproc_per_node=2 "
+                       f"{os.path.join(HERE, 'cyclegan.py')} --resume --out runs/data")
+    words = shlex.split(command)
+    resumed = torchrun(words[1:3], words[4:], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed at iteration {stopped_at}" in resumed.stdout
+    finished = cyclegan.load_checkpoint(str(tmp_path / "runs/data/checkpoint.pt"))
+    expected = cyclegan.load_checkpoint(str(tmp_path / "straight/checkpoint.pt"))
+    assert finished["iteration"] == 120
+    for key in ("model", "optimizer_G", "optimizer_D", "processes"):
+        assert tensors_equal(finished[key], expected[key]), key
+
+
+def test_a_process_killed_under_torchrun_leaves_a_whole_checkpoint_that_resumes(tmp_path):
+    """SIGKILL to one of the two processes: torchrun ends the other, and the last checkpoint
+    (saved at each 2-iteration epoch's end) loads and resumes."""
+    make_dataset(tmp_path / "data")
+    run = [*TINY_RUN, "--max-iters", "400", "--log-every", "1"]
+    process = torchrun(TWO_PROCESSES, run, tmp_path, wait=False)
+    for line in process.stdout:
+        if " it 15/400 " in line:
+            with open(f"/proc/{process.pid}/task/{process.pid}/children") as f:
+                workers = [int(pid) for pid in f.read().split()]
+            assert len(workers) == 2
+            os.kill(workers[1], signal.SIGKILL)
+            break
+    process.communicate(timeout=120)
+    assert process.returncode != 0
+    state = cyclegan.load_checkpoint(str(tmp_path / "runs/data/checkpoint.pt"))  # whole
+    assert 14 <= state["iteration"] < 400 and len(state["processes"]) == 2
+    resumed = torchrun(TWO_PROCESSES, ["--resume", "--out", "runs/data", "--max-iters", "30"],
+                       tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert cyclegan.load_checkpoint(str(tmp_path / "runs/data/checkpoint.pt"))["iteration"] == 30
+
+
+def test_a_bad_flag_under_torchrun_is_one_error_line(tmp_path):
+    result = torchrun(TWO_PROCESSES, ["--data", "demo", "--image_size", "64"], tmp_path)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: unrecognized arguments: --image_size 64 (did you mean "
+                      "--image-size?); see torchrun --standalone --nproc_per_node=2 "
+                      f"{os.path.join(HERE, 'cyclegan.py')} --help"]
+    assert "Traceback (most recent call last):\n  File \"" + os.path.join(HERE, "cyclegan.py") \
+        not in result.stderr  # no traceback of ours
+    assert not os.path.exists(tmp_path / "runs")
+
+
+def test_two_machines_simulated_on_one_train_as_one_machine_does(tmp_path):
+    """Two torchrun agents (--nnodes 2, one process each) meet on 127.0.0.1 and train as one
+    agent with two processes does, to the same weights."""
+    make_dataset(tmp_path / "data")
+    run = [*TINY_RUN, "--max-iters", "8", "--pool-size", "3"]
+    one = torchrun(TWO_PROCESSES, [*run, "--out", "one_machine"], tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    with socket.socket() as probe:  # a free port for the meeting point
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    agents = [torchrun(["--nnodes=2", "--nproc_per_node=1", f"--node_rank={rank}",
+                        "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}"],
+                       [*run, "--out", "two_machines"], tmp_path, wait=False)
+              for rank in (0, 1)]
+    outputs = [agent.communicate(timeout=300) for agent in agents]
+    assert [agent.returncode for agent in agents] == [0, 0], [err[-2000:] for _, err in outputs]
+    two = cyclegan.load_checkpoint(str(tmp_path / "two_machines/checkpoint.pt"))
+    expected = cyclegan.load_checkpoint(str(tmp_path / "one_machine/checkpoint.pt"))
+    assert two["iteration"] == 8
+    for key in ("model", "optimizer_G", "optimizer_D"):
+        assert tensors_equal(two[key], expected[key]), key
+
+
+# --- 12. Checkpoints, exact resume, progress --------------------------------------------------
 
 def test_progress_lines_add_up(tmp_path, capsys, monkeypatch):
     """With a clock we control: steps of 0.1 s, and 1 s of sample grid after every 5th. No ETA
@@ -930,7 +1125,7 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path, capsys, monkeypatch):
     assert "no checkpoint at elsewhere/checkpoint.pt" in error
 
 
-# --- 12. Generator files: ours and the authors' -----------------------------------------------
+# --- 13. Generator files: ours and the authors' -----------------------------------------------
 
 def pretrained_file(path, ngf=8, n_blocks=3, legacy=True, running_stats=True, seed=1):
     """A generator state_dict as the authors publish them: official keys, saved by old PyTorch
@@ -1017,7 +1212,7 @@ def test_wrong_generator_files_give_one_line_errors(tmp_path, capsys, monkeypatc
     assert not os.path.exists("translated/photo_discriminator.png")
 
 
-# --- 13. Run folders and settings -------------------------------------------------------------
+# --- 14. Run folders and settings -------------------------------------------------------------
 
 def test_new_runs_take_the_next_free_folder(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -1088,7 +1283,7 @@ def test_impossible_settings_are_refused_before_any_work(tmp_path, capsys, monke
     assert not os.path.exists("runs")
 
 
-# --- 14. Ctrl-C -------------------------------------------------------------------------------
+# --- 15. Ctrl-C -------------------------------------------------------------------------------
 
 def test_ctrl_c_saves_and_the_printed_command_resumes(tmp_path):
     make_dataset(tmp_path / "data")
@@ -1118,7 +1313,7 @@ def test_ctrl_c_saves_and_the_printed_command_resumes(tmp_path):
     assert cyclegan.load_checkpoint(str(tmp_path / "runs/data/checkpoint.pt"))["iteration"] == 200
 
 
-# --- 15. The demo's landscapes ----------------------------------------------------------------
+# --- 16. The demo's landscapes ----------------------------------------------------------------
 
 def test_demo_draws_the_same_scene_in_both_seasons():
     summer, winter = (cyclegan.demo_images(7, 2, 32, season) for season in ("summer", "winter"))
@@ -1132,7 +1327,7 @@ def test_demo_draws_the_same_scene_in_both_seasons():
     assert torch.equal(cyclegan.demo_images(7, 2, 32, "summer"), summer)  # deterministic
 
 
-# --- 16. Command line and notebooks -----------------------------------------------------------
+# --- 17. Command line and notebooks -----------------------------------------------------------
 
 def test_help_and_readme_list_every_flag():
     parser = cyclegan.build_arg_parser()
