@@ -24,12 +24,13 @@ How to run it.
     bash download_data.sh summer2winter_yosemite      # 126 MB into datasets/
     python cyclegan.py --data summer2winter           # 246,200 iterations: use a GPU
     python cyclegan.py --translate photo.jpg          # summer -> winter with the newest run
+    torchrun --standalone --nproc_per_node=4 cyclegan.py --data summer2winter   # on 4 GPUs
 In Colab or Jupyter, paste this whole file into one cell and run it: it defines everything and
 prints how to start; then call main(["--data", "summer2winter"]) from the next cell.
 
 How it reads. Sections 1-8 follow the paper: networks, losses, history pool, one training step,
-data, training loop, did it learn?, using the trained model. Sections 9-16 are machinery (files,
-hardware, checkpoints, the command line) that a student may skip.
+data, training loop, did it learn?, using the trained model. Sections 9-17 are machinery (files,
+hardware, several GPUs, checkpoints, the command line) that a student may skip.
 """
 import argparse
 import contextlib
@@ -532,7 +533,7 @@ class Training:
 def train(args, run_folder, checkpoint, introduction, stop, processes):
     """Trains a new run in `run_folder`, or continues the one in `checkpoint`. Returns the model.
     `introduction` (what is run, with which settings) is printed once the data has loaded.
-    `stop.now(iteration)` turns True when the user asks to stop (Ctrl-C, a notebook's stop
+    `stop.now(...)` turns True when the user asks to stop (Ctrl-C, a notebook's stop
     button): the loop then ends after the iteration under way, and saves. `processes` is this
     one process, or under torchrun this process's place among them (section 11)."""
     device = processes.device
@@ -931,7 +932,7 @@ def choose_device(name):
     return torch.device(name)
 
 
-# --- 11. Several GPUs or machines: torchrun --------------------------------------------------
+# --- 11. Several GPUs or machines: torchrun ---------------------------------------------------
 # `torchrun --standalone --nproc_per_node=N cyclegan.py ...` starts N copies of this program (one
 # per GPU) and tells each its place in environment variables (RANK, LOCAL_RANK, WORLD_SIZE). This
 # is data-parallel training: every process holds the same networks and trains on its own

@@ -921,8 +921,9 @@ def test_a_bad_flag_under_torchrun_is_one_error_line(tmp_path):
 
 
 def test_two_machines_simulated_on_one_train_as_one_machine_does(tmp_path):
-    """Two torchrun agents (--nnodes 2, one process each) meet on 127.0.0.1 and train as one
-    agent with two processes does, to the same weights."""
+    """Two torchrun agents (--nnodes 2, one process each), started as README.md says for two
+    machines, meet on 127.0.0.1 and train as one agent with two processes does, to the same
+    weights, bit for bit."""
     make_dataset(tmp_path / "data")
     run = [*TINY_RUN, "--max-iters", "8", "--pool-size", "3"]
     one = torchrun(TWO_PROCESSES, [*run, "--out", "one_machine"], tmp_path)
@@ -931,7 +932,7 @@ def test_two_machines_simulated_on_one_train_as_one_machine_does(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     agents = [torchrun(["--nnodes=2", "--nproc_per_node=1", f"--node_rank={rank}",
-                        "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}"],
+                        f"--rdzv-endpoint=127.0.0.1:{port}"],
                        [*run, "--out", "two_machines"], tmp_path, wait=False)
               for rank in (0, 1)]
     outputs = [agent.communicate(timeout=300) for agent in agents]

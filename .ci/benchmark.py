@@ -1,14 +1,25 @@
 """Speed benchmark (not a test: run it by hand, on an idle machine).
 
-    python .ci/benchmark.py [--iters 30] [--image-size 128]
+    python .ci/benchmark.py [--iters 30] [--image-size 128]      # the CPU: fp32 and auto
+    python .ci/benchmark.py --device cuda                        # a GPU: see below
+    python .ci/benchmark.py --compare-processes [--image-size 64]   # torchrun on 2 CPU cores
 
-For each precision it runs the real command line on a folder of generated images, reads its
-`done:` line (the median step) and the process's peak RAM (resident set, from the kernel), then
-times the bare step (train_step on tensors already in memory, nothing else) in the same
-configuration, and prints the loop's overhead as the ratio of the two.
+CPU: for fp32 and auto it runs the real command line on a folder of generated images, reads the
+recent wall time per iteration from its last progress line and the process's peak RAM (resident
+set, from the kernel), then times the bare step (train_step on tensors already in memory,
+nothing else) in the same configuration, and prints the loop's overhead as the ratio of the two.
 
-Our measurements (2-core CPUs, torch 2.14.1, 128px, batch 1, the paper-sized networks; s/it is the
-median step; these shared machines vary by up to 25% from hour to hour):
+GPU (--device cuda): the same, with torch.cuda.synchronize() around each timed bare step, in
+auto, bf16 (where the GPU has it: capability 8.0 on), fp16 and fp32, at 128px with 6 blocks and at
+256px with 9 blocks (the official code's size), with each run's peak GPU memory from its `done:`
+line; on a machine with 2 GPUs, also a 2-process torchrun run. About 3 minutes on one GPU.
+
+--compare-processes: the same global batch of 2 images, trained as 1 process of 2 threads at
+--batch-size 2 and as 2 torchrun processes of 1 thread at batch 1; prints images per second.
+
+Our measurements (2-core CPUs, torch 2.14.1, 128px, batch 1, the paper-sized networks; loop s/it
+is the median step, or for "another machine" the recent wall time per iteration; these shared
+machines vary by up to 25% from hour to hour, and from machine to machine by more):
 
 | machine | precision | loop s/it | bare step s/it | overhead | peak RAM |
 | --- | --- | --- | --- | --- | --- |
@@ -16,6 +27,8 @@ median step; these shared machines vary by up to 25% from hour to hour):
 | AVX512-BF16, run 2 | fp32 | 2.747 | 2.516 | 1.09x | 1.57 GB |
 | AVX512-BF16, run 1 | auto = bf16 | 1.717 | 1.726 | 0.99x | 1.58 GB |
 | AVX512-BF16, run 2 | auto = bf16 | 1.526 | 1.592 | 0.96x | 1.58 GB |
+| AVX512-BF16, another machine (12 iterations) | fp32 | 1.081 | 1.110 | 0.97x | 1.57 GB |
+| AVX512-BF16, another machine (12 iterations) | auto = bf16 | 0.722 | 0.661 | 1.09x | 1.57 GB |
 | AVX2 only (20 iterations) | fp32 | 2.948 | 2.975 | 0.99x | 1.57 GB |
 | AVX2 only (20 iterations) | auto = fp32 | 2.890 | 2.869 | 1.01x | 1.58 GB |
 
@@ -30,6 +43,9 @@ median step; these shared machines vary by up to 25% from hour to hour):
   iterations: 1.58 GB (bf16) and 1.69-1.70 GB (fp32, AVX2 machine), from
   `/usr/bin/time -v python cyclegan.py --data s2w --max-iters 8` on a folder made with
   `make_dataset('s2w', n_x=1231, n_y=962, n_test=4)` from test_cyclegan.py.
+- --compare-processes at 128px, 12 iterations, on the second AVX512-BF16 machine (bf16): 1
+  process of 2 threads at batch 2 ran 1.258 s/it (1.59 images/s), 2 torchrun processes of 1
+  thread at batch 1 1.400 s/it (1.43 images/s).
 - No GPU figures: this project's machines have no GPU.
 """
 import argparse
@@ -49,47 +65,105 @@ import torch  # noqa: E402
 import cyclegan  # noqa: E402
 from test_cyclegan import make_dataset  # noqa: E402
 
+SCRIPT = os.path.join(ROOT, "cyclegan.py")
 
-def bare_step_seconds(precision_name, image_size, iters):
-    """Median seconds of train_step (4 networks forward + backward, both Adam steps, the pools)."""
-    args, _, _, _ = cyclegan.prepare_run({"image_size": image_size, "out": "unused"})
-    precision = cyclegan.Precision(precision_name, torch.device("cpu"))
-    training = cyclegan.Training(args, precision, cyclegan.OneProcess(torch.device("cpu")))
-    real_X = torch.rand(1, 3, image_size, image_size) * 2 - 1
-    real_Y = torch.rand(1, 3, image_size, image_size) * 2 - 1
+
+def bare_step_seconds(precision_name, device, image_size, n_blocks, iters):
+    """Median seconds of train_step (4 networks forward + backward, both Adam steps, the pools),
+    waiting for the GPU to finish each one."""
+    args, _, _, _ = cyclegan.prepare_run({"image_size": image_size, "n_blocks": n_blocks,
+                                          "out": "unused"})
+    precision = cyclegan.Precision(precision_name, device)
+    torch.backends.cudnn.benchmark = True  # as cyclegan.main() sets it
+    training = cyclegan.Training(args, precision, cyclegan.OneProcess(device))
+    real_X = torch.rand(1, 3, image_size, image_size, device=device) * 2 - 1
+    real_Y = torch.rand(1, 3, image_size, image_size, device=device) * 2 - 1
     times = []
     for _ in range(iters):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         start = time.perf_counter()
         cyclegan.train_step(training.model, real_X, real_Y, training.opt_G, training.opt_D,
                             training.pool_X, training.pool_Y, precision, args)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times[5:])
+
+
+def run_command(command, folder, environment=None):
+    """Runs a training command -> (its last progress line's s/it, its `done:` line, peak RAM)."""
+    with tempfile.TemporaryFile("w+") as output:
+        process = subprocess.Popen(command, cwd=folder, stdout=output, text=True,
+                                   env=environment)
+        _, status, usage = os.wait4(process.pid, 0)  # usage: this run's resources
+        assert os.waitstatus_to_exitcode(status) == 0, f"{command} failed"
+        output.seek(0)
+        lines = output.read().strip().splitlines()
+    done = next(line for line in lines if line.startswith("done:"))
+    progress = [line for line in lines if " s/it, ETA " in line]
+    seconds = float(re.search(r"([\d.]+) s/it, ETA", progress[-1]).group(1))
+    return seconds, done, usage.ru_maxrss / 1e6  # Linux counts it in KB
+
+
+def benchmark(device_name, precisions, sizes, iters, folder):
+    device = torch.device(device_name)
+    for image_size, n_blocks in sizes:
+        for flag in precisions:
+            name = cyclegan.Precision(flag, device).name
+            command = [sys.executable, SCRIPT, "--data", "data", "--image-size", str(image_size),
+                       "--n-blocks", str(n_blocks), "--max-iters", str(iters), "--log-every",
+                       str(iters), "--precision", flag, "--out", f"run_{image_size}_{flag}",
+                       "--device", device_name]
+            loop, done, ram = run_command(command, folder)
+            bare = bare_step_seconds(name, device, image_size, n_blocks, iters)
+            print(f"{image_size}px, {n_blocks} blocks, --precision {flag} ({name}): loop "
+                  f"{loop:.4f} s/it, bare step {bare:.4f} s/it, overhead {loop / bare:.3f}x; "
+                  f"peak RAM {ram:.2f} GB\n    {done}", flush=True)
+
+
+def compare_processes(image_size, iters, folder):
+    """The same 2 images per iteration: 1 process of 2 threads, or 2 processes of 1 thread."""
+    common = ["--data", "data", "--image-size", str(image_size), "--max-iters", str(iters),
+              "--log-every", str(iters), "--device", "cpu"]
+    alone = [sys.executable, SCRIPT, *common, "--batch-size", "2", "--out", "alone"]
+    seconds, done, _ = run_command(alone, folder, {**os.environ, "OMP_NUM_THREADS": "2"})
+    print(f"1 process, 2 threads, batch 2: {seconds:.3f} s/it, {2 / seconds:.2f} images/s\n"
+          f"    {done}", flush=True)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node=2", SCRIPT, *common, "--batch-size", "1", "--out", "two"]
+    seconds, done, _ = run_command(torchrun, folder, {**os.environ, "OMP_NUM_THREADS": "1"})
+    print(f"2 processes (torchrun), 1 thread each, batch 1: {seconds:.3f} s/it, "
+          f"{2 / seconds:.2f} images/s\n    {done}", flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--compare-processes", action="store_true")
     options = parser.parse_args()
-    default = cyclegan.automatic_precision(torch.device("cpu"))
     with tempfile.TemporaryDirectory() as folder:
         make_dataset(os.path.join(folder, "data"), n_x=20, n_y=20, n_test=4)
-        for flag, name in (("fp32", "fp32"), ("auto", default)):
-            command = [sys.executable, os.path.join(ROOT, "cyclegan.py"), "--data", "data",
-                       "--image-size", str(options.image_size), "--max-iters", str(options.iters),
-                       "--precision", flag, "--out", f"run_{flag}", "--device", "cpu"]
-            with tempfile.TemporaryFile("w+") as output:
-                process = subprocess.Popen(command, cwd=folder, stdout=output, text=True)
-                _, status, usage = os.wait4(process.pid, 0)  # usage: this run's resources
-                process.returncode = os.waitstatus_to_exitcode(status)
-                assert process.returncode == 0, f"{command} failed"
-                output.seek(0)
-                done = output.read().strip().splitlines()[-1]
-            done += f", peak RAM {usage.ru_maxrss / 1e6:.2f} GB"  # Linux counts it in KB
-            loop = float(re.search(r"median step ([\d.]+) s", done).group(1))
-            bare = bare_step_seconds(name, options.image_size, options.iters)
-            print(f"--precision {flag} ({name}): {done}")
-            print(f"    bare step {bare:.3f} s/it, loop overhead {loop / bare:.3f}x", flush=True)
+        if options.compare_processes:
+            compare_processes(options.image_size, options.iters, folder)
+        elif options.device == "cpu":
+            benchmark("cpu", ["fp32", "auto"], [(options.image_size, 6)], options.iters, folder)
+        else:
+            precisions = ["auto", "fp16", "fp32"]
+            if torch.cuda.get_device_capability()[0] >= 8:
+                precisions.insert(1, "bf16")
+            benchmark("cuda", precisions, [(128, 6), (256, 9)], options.iters, folder)
+            if torch.cuda.device_count() >= 2:
+                command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", SCRIPT, "--data", "data", "--max-iters",
+                           str(options.iters), "--log-every", str(options.iters), "--out", "two"]
+                seconds, done, _ = run_command(command, folder)
+                print(f"2 GPUs (torchrun), 128px, batch 1 each: {seconds:.4f} s/it, "
+                      f"{2 / seconds:.1f} images/s\n    {done}")
+            print(f"GPU: {torch.cuda.get_device_name()}, capability "
+                  f"{torch.cuda.get_device_capability()}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}")
 
