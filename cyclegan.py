@@ -12,7 +12,7 @@ to keep the content of x and change only its season.
 
 The objective. Section 3 of the paper writes it with the log loss of the original GAN; section 4
 replaces that with least squares (LSGAN), which is what we train:
-    L_GAN(G, D_Y)  = E_y[(D_Y(y) - 1)^2] + E_x[D_Y(G(x))^2]     (eq. 1, D_Y minimises this)
+    L_GAN(G, D_Y)  = E_y[(D_Y(y) - 1)^2] + E_x[D_Y(G(x))^2]  (eq. 1 as least squares; D_Y minimises)
     G minimises      E_x[(D_Y(G(x)) - 1)^2]                     (and F likewise, with D_X)
     L_cyc(G, F)    = E_x[||F(G(x)) - x||_1] + E_y[||G(F(y)) - y||_1]                     (eq. 2)
     L(G, F, D_X, D_Y) = L_GAN(G, D_Y) + L_GAN(F, D_X) + lambda * L_cyc     (eq. 3, lambda = 10)
@@ -105,10 +105,11 @@ class CycleGANError(Exception):
 # constructors read as the appendix does:
 #     generator (6 blocks):  c7s1-64, d128, d256, R256 x 6, u128, u64, c7s1-3
 #     discriminator:         C64-C128-C256-C512, then a convolution to one channel
-# Normalisation: instance norm (section 4, as Johnson et al.), which normalises each image by its
-# own mean and variance. Udacity's CycleGAN notebook uses batch norm; with batch size 1 the two
-# agree while training, but batch norm then switches to running averages at test time. Instance
-# norm was made for style transfer (Ulyanov et al. 2016), where an image's contrast is its style.
+# Normalisation: instance norm (the paper, section 4, "similar to Johnson et al."), which
+# normalises each image by its own mean and variance. Udacity's CycleGAN notebook uses batch norm;
+# with batch size 1 the two agree while training, but batch norm then switches to running
+# averages at test time. Instance norm was made for style transfer (Ulyanov et al. 2016), where an
+# image's contrast is part of its style.
 # Padding: appendix 7.2 says only that "reflection padding was used to reduce artifacts". As in the
 # official code, the 7x7 convolutions and those in the residual blocks pad by reflection; the
 # strided and transposed convolutions, and the whole discriminator, pad with zeros.
@@ -273,7 +274,7 @@ def fake_mse_loss(d_out):
 # L1 encourages less blurring). The paper gives no derivation for lambda = 10; its ablation
 # (section 5.1.4) shows that removing the cycle loss substantially degrades the results, and on
 # our demo a run with --lambda-cycle 0 ends where a generator that ignores its input does
-# (README.md, "Results on the demo task").
+# (README.md, "Results").
 
 def cycle_consistency_loss(real, reconstructed, lambda_weight):
     # lambda * ||F(G(x)) - x||_1
@@ -621,14 +622,15 @@ def save_sample_grid(model, test_X, test_Y, precision, path):
 # An unpaired dataset has no right answers: nobody photographed each Yosemite view in both
 # seasons, so there is no true winter twin to compare G(x) with (the paper shows its season
 # results as pictures, figure 13). The demo task has one. --data demo draws random landscapes (a
-# sky, a sun, a wavy ridge of hills; the drawing is machinery, section 15), each of them in summer
+# sky, a sun, a wavy ridge of hills; the drawing is machinery, section 16), each of them in summer
 # colours and in winter colours. Training sees the seasons unpaired, as in the real task: summer
 # uses scenes 0-199 and winter scenes 200-399, so no training image's twin is ever shown. Scenes
 # from 10,000 on are held out and drawn in both seasons, which gives each G(x) its true answer y.
 # Two baselines say what an error means:
 # - doing nothing, G(x) = x: what not translating at all scores;
 # - the average image of the target season: the best a generator can do that ignores its input
-#   (the right colours everywhere, no scene). A run without the cycle loss ends near it.
+#   (the right colours everywhere, no scene). A run without the cycle loss does no better
+#   (README.md, "Results").
 # A model has learned the task when G(x) is clearly closer to the true y than that average; the
 # tests ask for less than 0.6 x its error in both directions.
 DEMO_TEST_FIRST = 10_000  # the first held-out scene
@@ -661,8 +663,9 @@ def print_demo_check(model, size, precision):
 
 
 # --- 8. Using the trained model ---------------------------------------------------------------
-# The generators are fully convolutional, so a model trained on 128px crops translates photos of
-# any size whose sides are multiples of 4: we pad other sizes by reflection and crop back.
+# The generators are fully convolutional: they translate images of any size whose sides are
+# multiples of 4 (we pad other sizes by reflection and crop back). What they learned, though, are
+# textures at the scale of their training images, so a larger photo is first scaled down to it.
 # Two kinds of file hold generators: our checkpoint.pt (both, --direction picks one), and a bare
 # Generator state_dict such as the authors' published models (one generator, one direction).
 

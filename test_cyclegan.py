@@ -908,6 +908,29 @@ def test_a_process_killed_under_torchrun_leaves_a_whole_checkpoint_that_resumes(
     assert cyclegan.load_checkpoint(str(tmp_path / "runs/data/checkpoint.pt"))["iteration"] == 30
 
 
+def test_a_run_resumed_with_another_number_of_processes_deals_pools_afresh(tmp_path, capsys,
+                                                                          monkeypatch):
+    """A 2-process checkpoint resumed in 1 process: the same weights, optimisers, iteration and
+    schedule; the pools and random streams start afresh, and it says so."""
+    monkeypatch.chdir(tmp_path)
+    make_dataset(tmp_path / "data")
+    result = torchrun(TWO_PROCESSES, [*TINY_RUN, "--max-iters", "4", "--pool-size", "3"],
+                      tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
+    assert len(saved["processes"]) == 2 and len(saved["processes"][0]["pool_X"]) == 3
+    model = cyclegan.main(["--resume", "--out", "runs/data", "--max-iters", "4"])
+    printed = capsys.readouterr().out
+    assert ("the checkpoint was saved by 2 processes and this run has 1: the history pools "
+            "start empty, and the random streams are dealt afresh") in printed
+    assert "resumed at iteration 4" in printed and "nothing to train" in printed
+    assert tensors_equal(model.state_dict(), saved["model"])
+    run_main(["--resume", "--out", "runs/data", "--max-iters", "6"], capsys)
+    state = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
+    assert state["iteration"] == 6 and len(state["processes"]) == 1
+    assert len(state["processes"][0]["pool_X"]) == 2  # 2 fakes since the pool started empty
+
+
 def test_a_bad_flag_under_torchrun_is_one_error_line(tmp_path):
     result = torchrun(TWO_PROCESSES, ["--data", "demo", "--image_size", "64"], tmp_path)
     assert result.returncode == 1
