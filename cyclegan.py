@@ -632,7 +632,7 @@ def save_sample_grid(model, test_X, test_Y, precision, path):
 #   (the right colours everywhere, no scene). A run without the cycle loss does no better
 #   (README.md, "Results").
 # A model has learned the task when G(x) is clearly closer to the true y than that average; the
-# tests ask for less than 0.6 x its error in both directions.
+# tests ask for less than 0.7 x its error in both directions.
 DEMO_TEST_FIRST = 10_000  # the first held-out scene
 
 

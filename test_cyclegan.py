@@ -497,8 +497,11 @@ def test_cyclegan_learns_the_demo_translation(tmp_path, capsys, monkeypatch, pre
 
 
 def demo_check_passes(errors):
-    return (errors["XtoY"] < 0.6 * errors["average_XtoY"]
-            and errors["YtoX"] < 0.6 * errors["average_YtoX"])
+    """Both directions below 0.7 x the error of the target season's average image. Input-blind
+    generators score 1x or more (the average is the best input-blind answer); our trained demo
+    runs scored 0.31x-0.57x over seeds 0-3, in fp32 and in bf16."""
+    return (errors["XtoY"] < 0.7 * errors["average_XtoY"]
+            and errors["YtoX"] < 0.7 * errors["average_YtoX"])
 
 
 def test_the_demo_check_fails_a_generator_that_ignores_its_input():
