@@ -845,8 +845,11 @@ def test_two_processes_apply_the_full_batch_gradients_at_every_iteration(tmp_pat
             full = torch.cat([g.flatten() for g in optimizer.applied])
             averaged = torch.cat([g.flatten() for g in first["grads_" + name]])
             assert tensors_equal(first["grads_" + name], second["grads_" + name])
+            # Typically 1e-6 apart; once 2.8e-3, where instance norm divides by the spread of a
+            # channel that is almost constant. A gradient not averaged (this process's own) or
+            # summed instead of averaged is ~100% off.
             difference = ((averaged - full).norm() / full.norm()).item()
-            assert difference < 1e-4, (iteration, name, difference)
+            assert difference < 1e-2, (iteration, name, difference)
     assert os.listdir(tmp_path / "runs") == ["data"]
     rows = (tmp_path / "runs/data/losses.csv").read_text().splitlines()
     assert rows[0].startswith("iteration,") and len(rows) == 7  # one header, one row a line
