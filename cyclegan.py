@@ -1217,8 +1217,8 @@ class ProgressLog:
                     "the last good state. Try a lower --lr or --precision fp32")
 
     def seconds_per_iteration(self):
-        """Mean wall time of the last 100 iterations, sample grids and saves included; None
-        until two have run after the first (which includes warm-up)."""
+        """Mean wall time per iteration over the last 100, sample grids and saves included, but
+        not the run's first two (warm-up); None until two more have run."""
         recent = self.iteration_ends[2:][-101:]
         if len(recent) < 3:
             return None
