@@ -452,13 +452,13 @@ class UnpairedImages:
                 "x_mirror": torch.rand(places, generator=rng) < 0.5,
                 "y_mirror": torch.rand(places, generator=rng) < 0.5}
 
-    def epoch_batches(self, epoch, batch_size, rank=0, processes=1):
+    def epoch_batches(self, epoch, batch_size, rank=0, process_count=1):
         """The epoch's batches for this process, each a dict of the plan's entries for its
-        places. Iteration i trains on batch_size * processes places in all, and process `rank`
-        takes its own batch_size of them; the last iteration wraps round to the epoch's start,
-        so that every process always has a full batch."""
+        places. Iteration i trains on batch_size * process_count places in all, and process
+        `rank` takes its own batch_size of them; the last iteration wraps round to the epoch's
+        start, so that every process always has a full batch."""
         plan = self.epoch_plan(epoch)
-        per_iteration = batch_size * processes
+        per_iteration = batch_size * process_count
         batches = []
         for iteration in range(math.ceil(self.epoch_length / per_iteration)):
             first = iteration * per_iteration + rank * batch_size
@@ -474,6 +474,7 @@ class UnpairedImages:
         return to_model_range(x.to(device)), to_model_range(y.to(device))
 
     def crop(self, images, indices, corners, mirrors):
+        """The planned image_size windows of some cached images, mirrored where planned."""
         crops = []
         for index, (top, left), mirror in zip(indices.tolist(), corners.tolist(), mirrors.tolist()):
             crop = images[index, :, top:top + self.image_size, left:left + self.image_size]
@@ -686,6 +687,7 @@ def translate(options):
         data = options.get("data", DEFAULT_SETTINGS["data"][0])
         path = os.path.join(latest_run_folder(data), "checkpoint.pt")
     generator, suffix, learned_size = load_generator(path, options.get("direction"))
+    inputs = gather_images(options["translate"])
     size = options.get("translate_size", learned_size)
     if size == "original":
         print("translating each photo at its own size (--translate-size original)")
@@ -693,7 +695,6 @@ def translate(options):
         why = "--translate-size" if "translate_size" in options else "the size it learned at"
         print(f"photos larger than {size}px are scaled down to a shorter side of {size}px "
               f"({why}; --translate-size original keeps their own size)")
-    inputs = gather_images(options["translate"])
     device = choose_device(options.get("device", "auto"))
     precision = Precision(options.get("precision", "auto"), device)
     # eval() changes nothing for these networks (no dropout; instance norm keeps no running
@@ -874,8 +875,8 @@ def gather_images(paths):
 
 # --- 10. Hardware and precision ---------------------------------------------------------------
 # Mixed precision: the networks can run under autocast in bf16 or fp16 (convolutions in 16 bits;
-# weights, optimiser and losses stay fp32): 1.5x faster on a 2-core CPU with bf16 instructions
-# (README.md, "Speed"). fp16 has a narrow range, so its gradients are scaled up before backward
+# weights, optimiser and losses stay fp32): 1.5x-1.8x faster than fp32 on our 2-core CPUs with
+# bf16 instructions (.ci/benchmark.py's docstring). fp16 has a narrow range, so its gradients are scaled up before backward
 # and checked for overflow (the GradScaler); bf16 has fp32's range and needs no scaler.
 
 def cpu_has_native_bf16():
@@ -1465,8 +1466,9 @@ def check_settings(args):
 # (SIGINT) to the kernel. Both are caught here and turned into a request that the loop honours.
 
 class StopOnCtrlC:
-    """Ctrl-C (or a notebook's stop button) only asks to stop: the iteration under way finishes,
-    the run is saved, and the command to resume is printed. A second Ctrl-C stops at once."""
+    """Ctrl-C (or a notebook's stop button) only asks to stop: the iteration under way finishes
+    (under torchrun, up to the next multiple of 10), the run is saved, and the command to resume
+    is printed. A second Ctrl-C stops at once."""
     def __enter__(self):
         self.requested = False  # asked here, by Ctrl-C
         self.stopping = False  # agreed: the loop ends
@@ -1492,7 +1494,8 @@ class StopOnCtrlC:
         if self.requested:
             raise KeyboardInterrupt  # the checkpoint on disk stays whole: saves are atomic
         self.requested = True
-        print("\nstopping after this iteration; Ctrl-C again to stop at once", flush=True)
+        print("\nstopping after this iteration (under torchrun: within 10); Ctrl-C again to stop "
+              "at once", flush=True)
 
     def __exit__(self, *exception):
         if self.previous_handler is not None:

@@ -389,8 +389,8 @@ def test_the_epoch_plan_is_shared_out_among_processes(tmp_path):
     data, _, _ = cyclegan.load_dataset(tiny_args(data=make_dataset(tmp_path / "data", n_x=5)))
     assert data.epoch_length == 5
     alone = data.epoch_batches(3, 2)
-    first = data.epoch_batches(3, 1, rank=0, processes=2)
-    second = data.epoch_batches(3, 1, rank=1, processes=2)
+    first = data.epoch_batches(3, 1, rank=0, process_count=2)
+    second = data.epoch_batches(3, 1, rank=1, process_count=2)
     assert len(alone) == len(first) == len(second) == 3  # ceil(5 / 2)
     for together, mine, theirs in zip(alone, first, second):
         x_alone, y_alone = data.batch(together, "cpu")

@@ -12,7 +12,8 @@ nothing else) in the same configuration, and prints the loop's overhead as the r
 GPU (--device cuda): the same, with torch.cuda.synchronize() around each timed bare step, in
 auto, bf16 (where the GPU has it: capability 8.0 on), fp16 and fp32, at 128px with 6 blocks and at
 256px with 9 blocks (the official code's size), with each run's peak GPU memory from its `done:`
-line; on a machine with 2 GPUs, also a 2-process torchrun run. About 3 minutes on one GPU.
+line; on a machine with 2 GPUs, also a 2-process torchrun run. Meant to take under 5 minutes on
+one GPU; it has not yet run on one.
 
 --compare-processes: the same global batch of 2 images, trained as 1 process of 2 threads at
 --batch-size 2 and as 2 torchrun processes of 1 thread at batch 1; prints images per second.
