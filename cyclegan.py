@@ -876,8 +876,9 @@ def gather_images(paths):
 # --- 10. Hardware and precision ---------------------------------------------------------------
 # Mixed precision: the networks can run under autocast in bf16 or fp16 (convolutions in 16 bits;
 # weights, optimiser and losses stay fp32): 1.5x-1.8x faster than fp32 on our 2-core CPUs with
-# bf16 instructions (.ci/benchmark.py's docstring). fp16 has a narrow range, so its gradients are scaled up before backward
-# and checked for overflow (the GradScaler); bf16 has fp32's range and needs no scaler.
+# bf16 instructions (.ci/benchmark.py's docstring). fp16 has a narrow range, so its gradients
+# are scaled up before backward and checked for overflow (the GradScaler); bf16 has fp32's range
+# and needs no scaler.
 
 def cpu_has_native_bf16():
     """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is
