@@ -11,13 +11,18 @@ loss asks that translating there and back returns the input, F(G(x)) ~ x and G(F
 to keep the content of x and change only its season.
 
 The objective. Section 3 of the paper writes it with the log loss of the original GAN; section 4
-replaces that with least squares (LSGAN), which is what we train:
-    L_GAN(G, D_Y)  = E_y[(D_Y(y) - 1)^2] + E_x[D_Y(G(x))^2]  (eq. 1 as least squares; D_Y minimises)
-    G minimises      E_x[(D_Y(G(x)) - 1)^2]                     (and F likewise, with D_X)
-    L_cyc(G, F)    = E_x[||F(G(x)) - x||_1] + E_y[||G(F(y)) - y||_1]                     (eq. 2)
-    L(G, F, D_X, D_Y) = L_GAN(G, D_Y) + L_GAN(F, D_X) + lambda * L_cyc     (eq. 3, lambda = 10)
-    L_identity     = E_y[||G(y) - y||_1] + E_x[||F(x) - x||_1]
-                     (section 5.2; added to the generators' side with weight 0.5 * lambda)
+replaces that with least squares (LSGAN), which is what we train. As least squares, eq. 1 is the
+discriminator's objective, and each generator has a term of its own:
+    L_GAN(G, D_Y) = E_y[(D_Y(y) - 1)^2] + E_x[D_Y(G(x))^2]   (eq. 1; D_Y minimises it, up to a 1/2)
+    G minimises     E_x[(D_Y(G(x)) - 1)^2],  F minimises E_y[(D_X(F(y)) - 1)^2]
+    L_cyc(G, F)   = E_x[||F(G(x)) - x||_1] + E_y[||G(F(y)) - y||_1]                      (eq. 2)
+    L_identity    = E_y[||G(y) - y||_1] + E_x[||F(x) - x||_1]                      (section 5.2)
+The generators minimise their two adversarial terms + lambda * L_cyc + 0.5 * lambda * L_identity
+(eq. 3, lambda = 10; the identity weight is appendix 7.1's). Eq. 4's min over G, F and max over
+D_X, D_Y is played, as in the official code, by two alternating steps in each iteration: the
+generators' step, then the discriminators'. Each ||.||_1 is computed as a mean over pixels and channels (as the official
+code's L1Loss does), and each expectation over a discriminator's output is also a mean over its
+grid of patch scores (14 x 14 at 128px).
 
 How to run it.
     python cyclegan.py --data demo                    # a toy task: 13-30 s on 2 CPU cores
@@ -72,9 +77,9 @@ DEFAULT_SETTINGS = {
     "lr": (2e-4, "learning rate of Adam, betas (0.5, 0.999)"),
     # The paper, section 4: lambda = 10 "for all the experiments".
     "lambda_cycle": (10.0, "weight of the cycle-consistency loss"),
-    # The official code's default for every task. The paper adds the identity loss for
-    # painting -> photo (section 5.2, weight 0.5 lambda in appendix 7.1) and probably not for
-    # summer2winter; --lambda-identity 0 switches it off.
+    # The official code's default for every task. The paper describes the identity loss for
+    # painting -> photo (section 5.2, weight 0.5 lambda in appendix 7.1) and does not say whether
+    # its summer2winter run used it; --lambda-identity 0 switches it off.
     "lambda_identity": (0.5, "identity loss weight, a fraction of lambda-cycle (0: off)"),
     # The paper, section 4: "an image buffer that stores the 50 previously created images".
     "pool_size": (50, "size of the history of fakes shown to the discriminators (0: none)"),
@@ -106,10 +111,11 @@ class CycleGANError(Exception):
 #     generator (6 blocks):  c7s1-64, d128, d256, R256 x 6, u128, u64, c7s1-3
 #     discriminator:         C64-C128-C256-C512, then a convolution to one channel
 # Normalisation: instance norm (the paper, section 4, "similar to Johnson et al."), which
-# normalises each image by its own mean and variance. Udacity's CycleGAN notebook uses batch norm;
-# with batch size 1 the two agree while training, but batch norm then switches to running
-# averages at test time. Instance norm was made for style transfer (Ulyanov et al. 2016), where an
-# image's contrast is part of its style.
+# normalises each channel of each image by its own mean and variance (Ulyanov et al. 2016, who
+# introduced it for fast style transfer). Udacity's CycleGAN notebook uses batch norm on batches
+# of 16 instead: it normalises over the batch, learns a scale and shift per channel (our instance
+# norm learns neither, as in the official code), and uses running averages at test time. We
+# follow the paper.
 # Padding: appendix 7.2 says only that "reflection padding was used to reduce artifacts". As in the
 # official code, the 7x7 convolutions and those in the residual blocks pad by reflection; the
 # strided and transposed convolutions, and the whole discriminator, pad with zeros.
@@ -180,10 +186,9 @@ class Generator(nn.Module):
     Conv biases stay on, as in the official code, although the instance norm right after most
     convolutions subtracts the mean and so cancels them: keeping them keeps the official
     parameter count (7,837,699 with the defaults). The norms have no learned scale or shift.
-    The transposed convolutions cause the checkerboard pattern visible in early samples (Odena
-    et al. 2016: the kernel overlaps some output pixels more than others); training mostly
-    smooths it away, and a resize-then-convolve layer would avoid it but could not load the
-    authors' weights."""
+    The transposed convolutions can cause the checkerboard pattern of early samples (Odena et
+    al. 2016: the kernel overlaps some output pixels more than others); a resize-then-convolve
+    layer would avoid it, but could not load the authors' weights."""
     def __init__(self, ngf=64, n_blocks=6):
         super().__init__()
         self.model = nn.Sequential(
@@ -257,35 +262,40 @@ class CycleGAN(nn.Module):
 # log loss, a fake that is already on the correct side of the decision boundary (the
 # discriminator calls it real) gets almost no gradient, however far it still lies from the real
 # data; least squares penalises its distance from the target score, and so keeps pulling it
-# towards the real data. The scores are cast to fp32 first: in 16-bit precision a mean over many
-# values loses the most.
+# towards the real data. Each function receives a discriminator's grid of patch scores and returns
+# the mean over it (and over the batch): the E[...] of the equations. The scores are cast to fp32
+# first. On CUDA, autocast already computes a power in fp32; on the CPU it leaves the square and
+# the mean in bf16, which keeps about 3 significant digits of the loss.
 
 def real_mse_loss(d_out):
-    # (D(x) - 1)^2: the discriminator's target for real images, and the generator's for its fakes
+    # E[(D(.) - 1)^2]: the discriminator's target for real images, and each generator's for its
+    # own fakes
     return torch.mean((d_out.float() - 1) ** 2)
 
 
 def fake_mse_loss(d_out):
-    # D(G(x))^2: the discriminator's target for fake images is 0
+    # E[D(.)^2]: the discriminator's target for fake images is 0
     return torch.mean(d_out.float() ** 2)
 
 
-# L_cyc's two halves (eq. 2). L1 rather than L2, as in pix2pix (Isola et al. 2017, section 3.1:
-# L1 encourages less blurring). The paper gives no derivation for lambda = 10; its ablation
+# L_cyc's two halves (eq. 2), each ||.||_1 as a mean over pixels and channels. The paper gives no
+# reason for the L1 norm; it reports (section 3.2) that replacing it with an adversarial loss
+# between F(G(x)) and x did not improve results. It gives no derivation for lambda = 10; its ablation
 # (section 5.1.4) shows that removing the cycle loss substantially degrades the results, and on
 # our demo a run with --lambda-cycle 0 ends where a generator that ignores its input does
 # (README.md, "Results").
 
-def cycle_consistency_loss(real, reconstructed, lambda_weight):
-    # lambda * ||F(G(x)) - x||_1
-    return lambda_weight * torch.mean(torch.abs(real.float() - reconstructed.float()))
+def cycle_consistency_loss(real, reconstructed, weight):
+    # weight * ||F(G(x)) - x||_1; the step passes lambda (--lambda-cycle)
+    return weight * torch.mean(torch.abs(real.float() - reconstructed.float()))
 
 
-def identity_loss(real, same, lambda_weight):
-    # lambda * ||G(y) - y||_1: a winter photo given to the summer->winter generator should come
-    # back unchanged. Without it "the generator G and F are free to change the tint of input
-    # images" (section 5.2: painted daytime became photographed sunset).
-    return lambda_weight * torch.mean(torch.abs(real.float() - same.float()))
+def identity_loss(real, same, weight):
+    # weight * ||G(y) - y||_1; the step passes 0.5 * lambda (--lambda-identity x --lambda-cycle).
+    # A winter photo given to the summer->winter generator should come back unchanged. Without
+    # it "the generator G and F are free to change the tint of input images" (section 5.2:
+    # painted daytime became photographed sunset).
+    return weight * torch.mean(torch.abs(real.float() - same.float()))
 
 
 # --- 3. The history pool ----------------------------------------------------------------------
@@ -294,7 +304,7 @@ def identity_loss(real, same, lambda_weight):
 # discriminator that only sees the current generator can chase it around. The pool holds 50
 # fakes; once it is full, each new fake has a 1 in 2 chance to replace a random stored one, so a
 # fake stays about 100 iterations on average, and the pool is a random sample of the last few
-# hundred. Udacity's notebook leaves the pool out for brevity; we keep it, as the paper does.
+# hundred. Udacity's notebook has no pool; we keep it, as the paper does.
 
 class ImagePool:
     """Up to `pool_size` earlier fakes of one domain (saved in the checkpoint, like the random
@@ -351,7 +361,7 @@ def generator_step(model, real_X, real_Y, opt_G, precision, args):
         cycle_X = cycle_consistency_loss(real_X, model.G_YtoX(fake_Y), args.lambda_cycle)
         cycle_Y = cycle_consistency_loss(real_Y, model.G_XtoY(fake_X), args.lambda_cycle)
         # A generator given an image of its own output domain should leave it alone:
-        # F(x) ~ x and G(y) ~ y, weighted 0.5 * lambda by default.
+        # F(x) ~ x and G(y) ~ y. --lambda-identity is a fraction of lambda: 0.5 * 10 = 5.
         identity_weight = args.lambda_identity * args.lambda_cycle
         if identity_weight > 0:
             idt_X = identity_loss(real_X, model.G_YtoX(real_X), identity_weight)
@@ -359,8 +369,11 @@ def generator_step(model, real_X, real_Y, opt_G, precision, args):
         else:  # switched off: no work, and a 0 in the log
             idt_X = torch.zeros((), device=real_X.device)
             idt_Y = torch.zeros((), device=real_X.device)
-    # The generators' side of eq. 3 plus the identity term, each term already weighted:
-    #   L_GAN(G, D_Y) + L_GAN(F, D_X) + lambda * L_cyc(G, F) + 0.5 * lambda * L_identity(G, F)
+    # The generators' side of eq. 3 plus the identity term, each term already weighted, in the
+    # order of the sum below:
+    #   E_x[(D_Y(G(x)) - 1)^2] + E_y[(D_X(F(y)) - 1)^2]        adv_XtoY + adv_YtoX
+    #   + lambda * L_cyc(G, F)                                 cycle_X + cycle_Y
+    #   + 0.5 * lambda * L_identity(G, F)                      idt_X + idt_Y
     # One backward pass reaches both generators.
     loss_G = adv_XtoY + adv_YtoX + cycle_X + cycle_Y + idt_X + idt_Y
     precision.scaler.scale(loss_G).backward()
@@ -421,21 +434,21 @@ def to_pixels(images):
 
 
 class UnpairedImages:
-    """Both training domains in memory as uint8, and the plan of each epoch: which images meet,
-    and where each is cropped.
+    """Both training domains in memory as uint8, and the plan of each epoch.
 
-    Pairing: an epoch walks domain X in a shuffled order and draws each Y at random, so x and y
-    are never the same scene (they could not be: the photos are unpaired). Like the official code,
-    an epoch has max(|X|, |Y|) images, wrapping around the smaller domain.
-    Augmentation: a random 128px window of the 143px image, mirrored half the time: the official
-    code's only augmentation, which gives a ~1,000-photo domain more variety to learn from.
+    An epoch: domain X in a shuffled order, a random image of Y for each (so x and y are never
+    the same scene: the photos are unpaired), and for each image a random 128px window of its
+    143px picture, mirrored half the time. Like the official code, an epoch has max(|X|, |Y|)
+    places, wrapping round the smaller domain; the crop and the mirroring are its only
+    augmentation, which gives a ~1,000-photo domain more variety to learn from.
     """
     def __init__(self, images_X, images_Y, image_size, seed):
         self.images_X = images_X  # (|X|, 3, load_size, load_size) uint8
         self.images_Y = images_Y
         self.image_size = image_size
         self.seed = seed
-        self.epoch_length = max(len(images_X), len(images_Y))  # images per epoch
+        self.epoch_length = max(len(images_X), len(images_Y))  # places per epoch
+        self.planned = (None, None)  # (epoch, its plan): the epoch under way
 
     def epoch_plan(self, epoch):
         """For each of the epoch's places: an image of X and one of Y, the top-left corner of
@@ -452,24 +465,24 @@ class UnpairedImages:
                 "x_mirror": torch.rand(places, generator=rng) < 0.5,
                 "y_mirror": torch.rand(places, generator=rng) < 0.5}
 
-    def epoch_batches(self, epoch, batch_size, rank=0, process_count=1):
-        """The epoch's batches for this process, each a dict of the plan's entries for its
-        places. Iteration i trains on batch_size * process_count places in all, and process
-        `rank` takes its own batch_size of them; the last iteration wraps round to the epoch's
-        start, so that every process always has a full batch."""
-        plan = self.epoch_plan(epoch)
-        per_iteration = batch_size * process_count
-        batches = []
-        for iteration in range(math.ceil(self.epoch_length / per_iteration)):
-            first = iteration * per_iteration + rank * batch_size
-            places = torch.arange(first, first + batch_size) % self.epoch_length
-            batches.append({key: values[places] for key, values in plan.items()})
-        return batches
+    def iterations_per_epoch(self, batch_size):
+        return math.ceil(self.epoch_length / (batch_size * process_count()))
 
-    def batch(self, planned, device):
-        """A planned batch -> real_X, real_Y: floats (N, 3, size, size) in [-1, 1] on device."""
-        x = self.crop(self.images_X, planned["x"], planned["x_corner"], planned["x_mirror"])
-        y = self.crop(self.images_Y, planned["y"], planned["y_corner"], planned["y_mirror"])
+    def batch(self, epoch, iteration, batch_size, device):
+        """The batch of the epoch's `iteration` (from 0) -> real_X, real_Y: floats
+        (batch_size, 3, size, size) in [-1, 1] on `device`."""
+        if self.planned[0] != epoch:
+            self.planned = (epoch, self.epoch_plan(epoch))
+        plan = self.planned[1]
+        # Under torchrun (section 11) an iteration has batch_size places for each process, and
+        # each process takes its own; past the epoch's end they wrap round to its start, so that
+        # every process always has a full batch. Alone, process_rank() is 0 and the count 1.
+        first = (iteration * process_count() + process_rank()) * batch_size
+        places = torch.arange(first, first + batch_size) % self.epoch_length
+        x = self.crop(self.images_X, plan["x"][places], plan["x_corner"][places],
+                      plan["x_mirror"][places])
+        y = self.crop(self.images_Y, plan["y"][places], plan["y_corner"][places],
+                      plan["y_mirror"][places])
         # uint8 travels to the GPU, 4x smaller than the floats it becomes there
         return to_model_range(x.to(device)), to_model_range(y.to(device))
 
@@ -506,21 +519,22 @@ def load_dataset(args):
 
 def learning_rate(epoch, args):
     """The rate during `epoch` (from 0): --lr for the first --epochs, then falling by
-    1/(decay_epochs + 1) of it per epoch, so the line would reach 0 the epoch after the last
-    (the official code's rule)."""
+    1/(decay_epochs + 1) of it per epoch, so the line would reach 0 the epoch after the last.
+    This is the official code's lambda_rule as written. Its train.py, since mid 2020, steps the
+    scheduler at the start of each epoch, which starts the decay one epoch earlier and trains the
+    last epoch at rate 0; we keep the rule as written, so that every epoch trains."""
     return args.lr * (1.0 - max(0, epoch + 1 - args.epochs) / (args.decay_epochs + 1))
 
 
 class Training:
     """Everything that training changes as it goes: the networks, the two optimisers, the two
     history pools and the iteration count. A checkpoint holds all of it (and the random state)."""
-    def __init__(self, args, precision, processes):
+    def __init__(self, args, precision, device):
         torch.manual_seed(args.seed)  # same seed, same initial weights and pool draws
-        self.model = CycleGAN(args.ngf, args.ndf, args.n_blocks).to(processes.device)
-        # What train_step runs: the model itself, or under torchrun its DDP wrappers.
-        self.networks = processes.wrap(self.model)
-        if processes.rank > 0:  # under torchrun: each process its own pool draws
-            torch.manual_seed(args.seed * 1_000_003 + processes.rank)
+        self.model = CycleGAN(args.ngf, args.ndf, args.n_blocks).to(device)
+        # What train_step runs: the model itself, or under torchrun (section 11) the networks
+        # wrapped so that backward averages their gradients over the processes.
+        self.networks = for_this_process(self.model, args.seed)
         generators = [*self.model.G_XtoY.parameters(), *self.model.G_YtoX.parameters()]
         discriminators = [*self.model.D_X.parameters(), *self.model.D_Y.parameters()]
         self.opt_G = torch.optim.Adam(generators, lr=args.lr, betas=(0.5, 0.999))
@@ -528,82 +542,44 @@ class Training:
         self.pool_X = ImagePool(args.pool_size)  # fakes F(y), shown to D_X
         self.pool_Y = ImagePool(args.pool_size)  # fakes G(x), shown to D_Y
         self.precision = precision  # its gradient scaler has a state to save (in fp16)
-        self.processes = processes  # this one process, or torchrun's
+        self.device = device
         self.iteration = 0  # iterations done
 
 
-def train(args, run_folder, checkpoint, introduction, stop, processes):
-    """Trains a new run in `run_folder`, or continues the one in `checkpoint`. Returns the model.
-    `introduction` (what is run, with which settings) is printed once the data has loaded.
-    `stop.now(...)` turns True when the user asks to stop (Ctrl-C, a notebook's stop
-    button): the loop then ends after the iteration under way, and saves. `processes` is this
-    one process, or under torchrun this process's place among them (section 11)."""
-    device = processes.device
-    precision = Precision(args.precision, device)
-    training = Training(args, precision, processes)
-    # The data is read before anything is written: a bad dataset leaves no run folder behind.
-    data, test_X, test_Y = load_dataset(args)
-    print(introduction, end="")
-    if checkpoint is not None:
-        restore_training(training, checkpoint, device)
-    # Under torchrun an iteration trains on batch_size images in each process.
-    batches_per_epoch = math.ceil(data.epoch_length / (args.batch_size * processes.count))
-    last = (args.epochs + args.decay_epochs) * batches_per_epoch
-    if args.max_iters is not None:
-        last = min(last, args.max_iters)
-    if checkpoint is not None:
-        epoch = training.iteration // batches_per_epoch
-        print(f"resumed at iteration {training.iteration} (epoch {epoch + 1}), learning rate "
-              f"{learning_rate(epoch, args):.6g}")
-    if processes.count > 1:
-        print(f"{processes.count} processes (torchrun), each on its own device, "
-              f"{args.batch_size * processes.count} images per iteration")
-    print(f"device {device}, precision {precision.name}; {len(data.images_X)} images in X, "
-          f"{len(data.images_Y)} in Y, {batches_per_epoch} iterations per epoch, "
-          f"stopping at iteration {last}"
-          + (": nothing to train" if training.iteration >= last else ""))
-    test_X = test_X.to(device)
-    test_Y = test_Y.to(device)
-    if processes.rank == 0:  # the one process that writes
-        os.makedirs(f"{run_folder}/samples", exist_ok=True)
-    log = ProgressLog(run_folder, training.iteration, device, processes)
+def train(args, run_folder, checkpoint, introduction, stop, device):
+    """Trains a new run in `run_folder`, or continues the one in `checkpoint`; returns the model.
+    Setting up (the networks, the data, a checkpoint restored) and the closing lines are
+    machinery (section 12); `stop` turns Ctrl-C into a request that the loop honours (section
+    15)."""
+    training, data, test_X, test_Y, last = set_up_training(args, checkpoint, introduction, device)
+    iterations_per_epoch = data.iterations_per_epoch(args.batch_size)
+    writes = process_rank() == 0  # under torchrun only the first process writes files
+    log = ProgressLog(run_folder, training.iteration, device)
+    first = training.iteration  # 0, or where a resumed run continues
     # One iteration after another until the schedule ends (or --max-iters). The epoch and the
-    # place in it follow from the iteration; each epoch starts with its own image order and
-    # learning rate. Every so many iterations: a progress line, a sample grid, a checkpoint.
-    batches = None
-    while training.iteration < last and not stop.now(training.iteration, processes):
-        epoch, index = divmod(training.iteration, batches_per_epoch)
-        if index == 0 or batches is None:  # a new epoch, or the one a resumed run is in
-            batches = data.epoch_batches(epoch, args.batch_size, processes.rank, processes.count)
-            # Set by hand, not by a torch LR scheduler: the rate follows from the epoch alone,
-            # so a resumed run has no scheduler state to restore.
-            for optimizer in (training.opt_G, training.opt_D):
-                optimizer.param_groups[0]["lr"] = learning_rate(epoch, args)
-        # A step's time counts making the batch and train_step, not a sample grid or a save.
+    # place in it follow from the iteration alone.
+    while training.iteration < last and not stop.requested_in_any_process(training.iteration):
+        epoch, index = divmod(training.iteration, iterations_per_epoch)
+        # Set by hand, not by a torch LR scheduler: the rate follows from the epoch alone, so a
+        # resumed run has no scheduler state to restore.
+        for optimizer in (training.opt_G, training.opt_D):
+            optimizer.param_groups[0]["lr"] = learning_rate(epoch, args)
         step_start = time.perf_counter()
-        real_X, real_Y = data.batch(batches[index], device)
+        real_X, real_Y = data.batch(epoch, index, args.batch_size, device)
         losses = train_step(training.networks, real_X, real_Y, training.opt_G, training.opt_D,
-                            training.pool_X, training.pool_Y, precision, args)
+                            training.pool_X, training.pool_Y, training.precision, args)
         training.iteration += 1
         log.add(losses, time.perf_counter() - step_start)
         # The first iteration logs too: a run shows at once that it works, and how fast.
-        if training.iteration % args.log_every == 0 or len(log.step_times) == 1:
+        if training.iteration % args.log_every == 0 or training.iteration == first + 1:
             log.write(training, epoch, last)
-        if training.iteration % args.sample_every == 0 and processes.rank == 0:
+        if training.iteration % args.sample_every == 0 and writes:
             grid_path = f"{run_folder}/samples/iter_{training.iteration:07d}.png"
-            save_sample_grid(training.model, test_X, test_Y, precision, grid_path)
+            save_sample_grid(training.model, test_X, test_Y, training.precision, grid_path)
             log.show_sample(grid_path)  # in a notebook: shown in place of the last one
-        if training.iteration % args.checkpoint_every == 0 or index + 1 == batches_per_epoch:
-            save_training(run_folder, training, args, log)  # every N, and at each epoch end
-    if training.iteration % batches_per_epoch != 0:  # stopped inside an epoch: save it too
-        save_training(run_folder, training, args, log)
-    if log.step_times and processes.rank == 0:
-        save_sample_grid(training.model, test_X, test_Y, precision,
-                         f"{run_folder}/samples/last.png")
-    print(log.summary(finished=not stop.stopping))
-    if stop.stopping:
-        print(f"interrupted at iteration {training.iteration}, saved {run_folder}/checkpoint.pt; "
-              f"resume with:\n  {command_to_run(['--resume', '--out', run_folder])}")
+        if training.iteration % args.checkpoint_every == 0:
+            save_training(run_folder, training, args, log)
+    finish_training(run_folder, training, args, log, stop, test_X, test_Y)
     return training.model
 
 
@@ -945,97 +921,89 @@ def choose_device(name):
 # the gradients over the processes during backward, so every process takes the same optimiser
 # step and the networks stay identical. One iteration thus trains on N x batch-size images. Only
 # the first process (rank 0) writes: the run folder, checkpoints, sample grids, progress lines.
-# A run in one process (python cyclegan.py, a notebook) uses OneProcess, whose collective
-# operations do nothing.
+# Each function below asks torch.distributed whether it is running; in a run of one process
+# (python cyclegan.py, a notebook) it answers as one process alone would.
 
-class OneProcess:
-    """A run in one process: its device, and the operations that a torchrun run shares among its
-    processes, which alone have nothing to share."""
-    rank = 0
-    count = 1
-
-    def __init__(self, device):
-        self.device = device
-
-    def wrap(self, model):
-        """What train_step runs: here the model itself."""
-        return model
-
-    def mean(self, tensor):
-        """The mean over the processes of a tensor that each process has."""
-        return tensor
-
-    def any(self, flag):
-        """True on every process if `flag` is True on any."""
-        return flag
-
-    def gather(self, value):
-        """Every process's value, as a list on rank 0 (None on the others)."""
-        return [value]
-
-    def share(self, value):
-        """Rank 0's value, on every process."""
-        return value
-
-    def close(self):
-        pass
+def process_rank():
+    """This process's number among torchrun's (0 writes the files); 0 when alone."""
+    return dist.get_rank() if dist.is_initialized() else 0
 
 
-class TorchrunProcesses(OneProcess):
-    """One of torchrun's processes: NCCL between CUDA GPUs (each process on its own,
-    cuda:LOCAL_RANK), gloo between CPU processes."""
-    def __init__(self, device_name):
-        self.rank = int(os.environ["RANK"])
-        self.count = int(os.environ["WORLD_SIZE"])
-        local_rank = int(os.environ["LOCAL_RANK"])
-        if device_name in ("auto", "cuda") and torch.cuda.is_available():
-            if local_rank >= torch.cuda.device_count():
-                raise CycleGANError(f"torchrun started more processes on this machine than it "
-                                    f"has GPUs ({torch.cuda.device_count()}); lower "
-                                    "--nproc_per_node")
-            self.device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(self.device)
-            dist.init_process_group("nccl", device_id=self.device)
-        elif device_name in ("auto", "cpu"):
-            self.device = torch.device("cpu")
-            dist.init_process_group("gloo")
-        else:
-            raise CycleGANError(f"--device {device_name}: under torchrun each process takes its "
-                                "own GPU (cuda:LOCAL_RANK); use --device auto, cuda or cpu")
+def process_count():
+    return dist.get_world_size() if dist.is_initialized() else 1
 
-    def wrap(self, model):
-        return DistributedNetworks(model, self.device)
 
-    def mean(self, tensor):
-        total = tensor.to(self.device)
-        dist.all_reduce(total)  # a sum, in place
-        return total / self.count
+def start_torchrun_or_choose_device(device_name):
+    """Under torchrun (it sets RANK and WORLD_SIZE): joins the other processes, NCCL between CUDA
+    GPUs (each process on its own, cuda:LOCAL_RANK), gloo between CPU processes, and returns this
+    process's device. Alone: the device that --device names."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", 1)) == 1:
+        return choose_device(device_name)
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if device_name in ("auto", "cuda") and torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():
+            raise CycleGANError(f"torchrun started more processes on this machine than it has "
+                                f"GPUs ({torch.cuda.device_count()}); lower --nproc_per_node")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+        return device
+    if device_name in ("auto", "cpu"):
+        dist.init_process_group("gloo")
+        return torch.device("cpu")
+    raise CycleGANError(f"--device {device_name}: under torchrun each process takes its own GPU "
+                        "(cuda:LOCAL_RANK); use --device auto, cuda or cpu")
 
-    def any(self, flag):
-        count = torch.tensor([int(flag)], device=self.device)
-        dist.all_reduce(count)
-        return count.item() > 0
 
-    def gather(self, value):
-        values = [None] * self.count if self.rank == 0 else None
-        dist.gather_object(value, values, dst=0)
-        return values
-
-    def share(self, value):
-        values = [value]
-        dist.broadcast_object_list(values, src=0)
-        return values[0]
-
-    def close(self):
+def end_torchrun():
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 
-def start_processes(device_name):
-    """A TorchrunProcesses when torchrun started this process (it sets RANK), else a OneProcess
-    on the device that --device names."""
-    if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        return TorchrunProcesses(device_name)
-    return OneProcess(choose_device(device_name))
+def for_this_process(model, seed):
+    """What train_step runs. Alone: the model itself. Under torchrun: its four networks, each in
+    DDP; and every process but the first gets a random stream of its own, so that the processes'
+    history pools draw differently (the weights were initialised before, from the shared seed)."""
+    if not dist.is_initialized():
+        return model
+    torch.manual_seed(seed * 1_000_003 + process_rank())
+    return DistributedNetworks(model, next(model.parameters()).device)
+
+
+def mean_over_processes(tensor):
+    if not dist.is_initialized():
+        return tensor
+    total = tensor.clone()
+    dist.all_reduce(total)  # a sum, in place
+    return total / process_count()
+
+
+def any_process(flag):
+    """True on every process if `flag` is True on any. Under torchrun it waits for them all."""
+    if not dist.is_initialized():
+        return flag
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    count = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(count)
+    return count.item() > 0
+
+
+def gather_on_first_process(value):
+    """Every process's value, as a list on the first process (None on the others)."""
+    if not dist.is_initialized():
+        return [value]
+    values = [None] * process_count() if process_rank() == 0 else None
+    dist.gather_object(value, values, dst=0)
+    return values
+
+
+def from_first_process(value):
+    """The first process's value, on every process."""
+    if not dist.is_initialized():
+        return value
+    values = [value]
+    dist.broadcast_object_list(values, src=0)
+    return values[0]
 
 
 class DistributedNetworks:
@@ -1084,11 +1052,53 @@ def torchrun_command(arguments):
     return "torchrun " + shlex.join(options + list(arguments))
 
 
-# --- 12. Checkpoints, exact resume, progress --------------------------------------------------
+# --- 12. Starting and ending a run; checkpoints, exact resume, progress -----------------------
 # Everything that decides the future of a run lives in one checkpoint dict: the networks, Adam's
 # moments, the pools' contents, the random state, and the iteration (from which the epoch's image
 # order and learning rate are rebuilt). Restored, the run continues as if it had never
-# stopped: bit for bit on a CPU (a GPU's fastest kernels are not bitwise repeatable).
+# stopped: bit for bit on a CPU (a GPU's fastest kernels are not bitwise repeatable). A run saves
+# every --checkpoint-every iterations and when it ends or is stopped.
+
+def set_up_training(args, checkpoint, introduction, device):
+    """Before the loop: the networks and optimisers, the data, a checkpoint restored, and lines
+    that say what will run. -> (Training, the data, the sample grids' test images of X and of Y,
+    the iteration to stop at)."""
+    training = Training(args, Precision(args.precision, device), device)
+    # The data is read before anything is written: a bad dataset leaves no run folder behind.
+    data, test_X, test_Y = load_dataset(args)
+    print(introduction, end="")
+    iterations_per_epoch = data.iterations_per_epoch(args.batch_size)
+    last = (args.epochs + args.decay_epochs) * iterations_per_epoch
+    if args.max_iters is not None:
+        last = min(last, args.max_iters)
+    if checkpoint is not None:
+        restore_training(training, checkpoint)
+        epoch = training.iteration // iterations_per_epoch
+        print(f"resumed at iteration {training.iteration} (epoch {epoch + 1}), learning rate "
+              f"{learning_rate(epoch, args):.6g}")
+    if process_count() > 1:
+        print(f"{process_count()} processes (torchrun), each on its own device, "
+              f"{args.batch_size * process_count()} images per iteration")
+    print(f"device {device}, precision {training.precision.name}; {len(data.images_X)} images in "
+          f"X, {len(data.images_Y)} in Y, {iterations_per_epoch} iterations per epoch, stopping "
+          f"at iteration {last}" + (": nothing to train" if training.iteration >= last else ""))
+    return training, data, test_X.to(device), test_Y.to(device), last
+
+
+def finish_training(run_folder, training, args, log, stop, test_X, test_Y):
+    """After the loop: the last save and sample grid, the closing line, and after Ctrl-C the
+    command that resumes."""
+    trained = log.iterations() > 0
+    if trained and training.iteration % args.checkpoint_every != 0:  # not saved just now
+        save_training(run_folder, training, args, log)
+    if trained and process_rank() == 0:
+        save_sample_grid(training.model, test_X, test_Y, training.precision,
+                         f"{run_folder}/samples/last.png")
+    print(log.summary(finished=not stop.stopping))
+    if stop.stopping:
+        print(f"interrupted at iteration {training.iteration}, saved {run_folder}/checkpoint.pt; "
+              f"resume with:\n  {command_to_run(['--resume', '--out', run_folder])}")
+
 
 def checkpoint_parts(training):
     """The parts of a training that have a state_dict, by their names in the checkpoint."""
@@ -1098,14 +1108,14 @@ def checkpoint_parts(training):
 
 def save_training(run_folder, training, args, log):
     """Writes <run_folder>/checkpoint.pt: the training, its settings, and each process's random
-    state and history pools. Under torchrun every process calls it, and rank 0 writes."""
+    state and history pools. Under torchrun every process calls it, and the first writes."""
     # Never save a poisoned model over a good one.
     log.stop_if_not_finite(training, training.model.parameters())
     own = {"rng": torch.get_rng_state(),
            "pool_X": [image.cpu() for image in training.pool_X.images],
            "pool_Y": [image.cpu() for image in training.pool_Y.images]}
-    every_process = training.processes.gather(own)
-    if training.processes.rank != 0:
+    every_process = gather_on_first_process(own)
+    if process_rank() != 0:
         return
     state = {name: part.state_dict() for name, part in checkpoint_parts(training).items()}
     state["iteration"] = training.iteration
@@ -1114,7 +1124,7 @@ def save_training(run_folder, training, args, log):
     save_checkpoint(os.path.join(run_folder, "checkpoint.pt"), state)
 
 
-def restore_training(training, checkpoint, device):
+def restore_training(training, checkpoint):
     """Puts a checkpoint's state into a freshly built training, which then continues it."""
     for name, part in checkpoint_parts(training).items():
         # Only fp16 has a gradient scaler with a state (one switched off saves {}); a run resumed
@@ -1124,14 +1134,14 @@ def restore_training(training, checkpoint, device):
         part.load_state_dict(checkpoint[name])
     training.iteration = checkpoint["iteration"]
     saved = checkpoint["processes"]
-    if len(saved) != training.processes.count:
+    if len(saved) != process_count():
         print(f"the checkpoint was saved by {len(saved)} processes and this run has "
-              f"{training.processes.count}: the history pools start empty, and the random "
-              "streams are dealt afresh")
+              f"{process_count()}: the history pools start empty, and the random streams are "
+              "dealt afresh")
         return
-    own = saved[training.processes.rank]
-    training.pool_X.images = [image.to(device) for image in own["pool_X"]]
-    training.pool_Y.images = [image.to(device) for image in own["pool_Y"]]
+    own = saved[process_rank()]
+    training.pool_X.images = [image.to(training.device) for image in own["pool_X"]]
+    training.pool_Y.images = [image.to(training.device) for image in own["pool_Y"]]
     torch.set_rng_state(own["rng"])
 
 
@@ -1177,35 +1187,38 @@ def load_checkpoint(path):
     if "settings" not in state:
         raise CycleGANError(f"{path} is not a cyclegan.py training checkpoint (a bare generator "
                             "file can be used with --translate, not resumed)")
-    if "processes" not in state:  # written before torchrun runs: one process's state
-        pool_X, pool_Y = state.pop("pools")
-        state["processes"] = [{"rng": state.pop("rng"), "pool_X": pool_X, "pool_Y": pool_Y}]
     return state
 
 
 class ProgressLog:
     """Progress lines, losses.csv and the closing line. The loop adds each step's losses (a dict
     by name, still on the device) and time; losses are read only when a line is written. Under
-    torchrun, the logged losses are the means over the processes, and rank 0 writes."""
-    def __init__(self, run_folder, iteration, device, processes=None):
-        self.csv_path = f"{run_folder}/losses.csv"
+    torchrun the logged losses are the means over the processes, and the first process writes.
+    It also makes the run folder, on the first process, before anything is written there."""
+    def __init__(self, run_folder, iteration, device):
+        self.run_folder = run_folder
         self.device = device
-        self.processes = processes or OneProcess(device)
-        self.writes = self.processes.rank == 0
+        self.writes = process_rank() == 0
         self.losses = []  # one dict per iteration since the last line
         self.step_times = []  # seconds of each step: making the batch and train_step
         self.iteration_ends = [time.perf_counter()]  # wall clock: the start, then each iteration
         self.notebook = NotebookDisplay() if in_notebook() else None
         if device.type == "cuda":  # this run's own peak: a notebook may run several
             torch.cuda.reset_peak_memory_stats(device)
+        if self.writes:
+            os.makedirs(f"{run_folder}/samples", exist_ok=True)
         if iteration == 0 and self.writes:  # a resumed run appends to its losses.csv
-            with open(self.csv_path, "w") as f:
+            with open(f"{run_folder}/losses.csv", "w") as f:
                 print("iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it", sep=",", file=f)
 
     def add(self, losses, step_seconds):
         self.losses.append(losses)
         self.step_times.append(step_seconds)
         self.iteration_ends.append(time.perf_counter())
+
+    def iterations(self):
+        """Iterations run since this log started."""
+        return len(self.step_times)
 
     def stop_if_not_finite(self, training, values):
         """A NaN would poison every later step: stop, and keep the last good checkpoint. The
@@ -1215,8 +1228,8 @@ class ProgressLog:
             if not torch.isfinite(value).all():
                 raise CycleGANError(
                     f"the losses or weights became non-finite (NaN or inf) before iteration "
-                    f"{training.iteration}; {os.path.dirname(self.csv_path)}/checkpoint.pt keeps "
-                    "the last good state. Try a lower --lr or --precision fp32")
+                    f"{training.iteration}; {self.run_folder}/checkpoint.pt keeps the last good "
+                    "state. Try a lower --lr or --precision fp32")
 
     def seconds_per_iteration(self):
         """Mean wall time per iteration over the last 100, sample grids and saves included, but
@@ -1232,10 +1245,12 @@ class ProgressLog:
         # (iterations, 8) -> the mean of each loss since the last line, over the processes too
         table = torch.stack([torch.stack([losses[name] for name in LOSS_NAMES])
                              for losses in self.losses])
-        mean_losses = self.processes.mean(table.mean(0))
+        mean_losses = mean_over_processes(table.mean(0))
         self.stop_if_not_finite(training, [mean_losses])
         means = dict(zip(LOSS_NAMES, mean_losses.tolist()))
         self.losses = []
+        if not self.writes:
+            return
         shown = " ".join(f"{name} {means[name]:.3f}" for name in LOSS_NAMES)
         seconds = self.seconds_per_iteration()
         if seconds is None:
@@ -1244,15 +1259,13 @@ class ProgressLog:
             eta = datetime.timedelta(seconds=round((last_iteration - training.iteration) * seconds))
             speed = f"{seconds:.3f} s/it, ETA {eta}"
         line = f"epoch {epoch + 1} it {training.iteration}/{last_iteration} | {shown} | {speed}"
-        if not self.writes:
-            return
         if self.notebook is not None:
             self.notebook.show_progress(line)
         else:
             print(line, flush=True)
         learning_rate_now = training.opt_G.param_groups[0]["lr"]
         median_step = statistics.median(self.step_times[-50:])
-        with open(self.csv_path, "a") as f:
+        with open(f"{self.run_folder}/losses.csv", "a") as f:
             print(training.iteration, epoch + 1, f"{learning_rate_now:.6g}",
                   *(f"{means[name]:.5f}" for name in LOSS_NAMES), f"{median_step:.4f}", sep=",",
                   file=f)
@@ -1351,7 +1364,7 @@ RUNNING_OPTIONS = {
     "max_iters": (None, "stop after this many iterations in total"),
     "sample_every": (200, "write a sample grid every N iterations"),
     "log_every": (100, "print progress and a losses.csv row every N iterations"),
-    "checkpoint_every": (1000, "save the checkpoint every N iterations (and at each epoch end)"),
+    "checkpoint_every": (1000, "save the checkpoint every N iterations (and when the run ends)"),
     "device": ("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"),
     "precision": ("auto", "auto: bf16 where the hardware has it, fp16 on older CUDA GPUs, or fp32"),
 }
@@ -1480,14 +1493,14 @@ class StopOnCtrlC:
             pass
         return self
 
-    def now(self, iteration, processes):
+    def requested_in_any_process(self, iteration):
         """Whether the loop should end now. Alone: as soon as stopping was asked. Under torchrun
         every process must stop after the same iteration, whichever was asked (torchrun passes
-        a terminal's Ctrl-C to each): they agree every 10 iterations, by one small all-reduce,
-        rather than waiting on each other at every step."""
-        if processes.count > 1 and iteration % 10 != 0:
+        a terminal's Ctrl-C to each): at every 10th iteration each process waits for the others,
+        and one small all-reduce tells all of them whether any was asked."""
+        if process_count() > 1 and iteration % 10 != 0:
             return False
-        self.stopping = processes.any(self.requested)
+        self.stopping = any_process(self.requested)
         return self.stopping
 
     def request(self, signum, frame):
@@ -1553,7 +1566,7 @@ def write_demo_photos(run_folder, size):
     for number, scene in enumerate(scenes):
         save_png(scene, os.path.join(folder, f"scene_{number}.png"))
     print(f"held-out summer scenes in {folder}/; translate them to winter with:\n  "
-          + command_to_run(["--data", "demo", "--translate", folder]))
+          + command_to_run(["--data", "demo", "--translate", folder], one_process=True))
 
 
 # --- 17. Command line and notebooks -----------------------------------------------------------
@@ -1635,11 +1648,12 @@ def in_notebook():
     return "ipykernel" in sys.modules or "google.colab" in sys.modules
 
 
-def command_to_run(arguments):
-    """How to run cyclegan.py with these arguments where the user is: a shell or a notebook."""
+def command_to_run(arguments, one_process=False):
+    """How to run cyclegan.py with these arguments where the user is: a notebook, a shell, or
+    (for training, not one_process) the torchrun command that started this run."""
     if in_notebook():
         return f"main({arguments!r})"
-    if "TORCHELASTIC_RUN_ID" in os.environ:
+    if "TORCHELASTIC_RUN_ID" in os.environ and not one_process:
         return torchrun_command(arguments)
     return "python cyclegan.py " + shlex.join(arguments)
 
@@ -1648,23 +1662,24 @@ def train_from_flags(typed):
     """Training as the command line asks for it; a demo run ends with section 7's check. A run
     stopped by Ctrl-C exits with status 130 (as shells report a program ended by SIGINT), so
     that `python cyclegan.py ... && next_step` does not go on; a notebook just returns."""
-    processes = start_processes(typed.get("device", "auto"))
-    # Under torchrun only rank 0 prints; rank 0 also decides the run folder and reads the
-    # checkpoint, and the others take its word.
-    output = sys.stdout if processes.rank == 0 else open(os.devnull, "w")
+    device = start_torchrun_or_choose_device(typed.get("device", "auto"))
+    # Under torchrun only the first process prints; it also decides the run folder and reads
+    # the checkpoint, and the others take its word.
+    first_process = process_rank() == 0
+    output = sys.stdout if first_process else open(os.devnull, "w")
     try:
         with contextlib.redirect_stdout(output), StopOnCtrlC() as stop:
-            prepared = prepare_run(typed) if processes.rank == 0 else None
-            args, run_folder, checkpoint, introduction = processes.share(prepared)
-            model = train(args, run_folder, checkpoint, introduction, stop, processes)
+            prepared = prepare_run(typed) if process_rank() == 0 else None
+            args, run_folder, checkpoint, introduction = from_first_process(prepared)
+            model = train(args, run_folder, checkpoint, introduction, stop, device)
     finally:
-        processes.close()
+        end_torchrun()
     if stop.stopping:
         if not in_notebook():
             raise SystemExit(130)
         return model
-    if args.data == "demo" and processes.rank == 0:
-        print_demo_check(model, args.image_size, Precision(args.precision, processes.device))
+    if args.data == "demo" and first_process:
+        print_demo_check(model, args.image_size, Precision(args.precision, device))
         write_demo_photos(run_folder, args.load_size)
     return model
 
@@ -1680,6 +1695,9 @@ def main(argv=None):
         typed = vars(build_arg_parser().parse_args(argv))  # argv None: the command line's
         check_flags_apply(typed)
         if "translate" in typed:
+            if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+                raise CycleGANError("--translate runs in one process; start it with python "
+                                    "cyclegan.py, not torchrun")
             return translate(typed)
         # cuDNN may time its kernels for each new input shape and keep the fastest: a run has
         # only a few shapes (the batches, a last partial batch, the sample grids).
