@@ -1390,7 +1390,7 @@ def test_runs_in_one_process_leave_no_settings_behind(run_dir, capsys):
     assert cyclegan.load_checkpoint("runs/data2/checkpoint.pt")["settings"]["load_size"] == 27
 
 
-def test_flags_that_do_not_apply_are_refused(run_dir, capsys):
+def test_flags_that_do_not_apply_are_refused(run_dir, capsys, monkeypatch):
     write_image("photo.jpg")
     error = fails_with(["--resume", "--checkpoint", "runs/demo/checkpoint.pt"], capsys)
     assert error == ("error: --checkpoint applies to --translate only; to continue a training "
@@ -1400,6 +1400,15 @@ def test_flags_that_do_not_apply_are_refused(run_dir, capsys):
                      "model; drop it\n")
     error = fails_with(["--translate", "photo.jpg", "--resume"], capsys)
     assert "--resume does not apply to --translate" in error
+    # under torchrun (which sets WORLD_SIZE) --translate would run once per process: refused, and
+    # the translate command that a run prints is a plain one
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    error = fails_with(["--translate", "photo.jpg"], capsys)
+    assert error == ("error: --translate runs in one process; start it with python cyclegan.py, "
+                     "not torchrun\n")
+    assert cyclegan.command_to_run(["--translate", "a"], one_process=True) == (
+        "python cyclegan.py --translate a")
     assert not os.path.exists("translated") and not os.path.exists("runs")
 
 
