@@ -20,9 +20,9 @@ discriminator's objective, and each generator has a term of its own:
 The generators minimise their two adversarial terms + lambda * L_cyc + 0.5 * lambda * L_identity
 (eq. 3, lambda = 10; the identity weight is appendix 7.1's). Eq. 4's min over G, F and max over
 D_X, D_Y is played, as in the official code, by two alternating steps in each iteration: the
-generators' step, then the discriminators'. Each ||.||_1 is computed as a mean over pixels and channels (as the official
-code's L1Loss does), and each expectation over a discriminator's output is also a mean over its
-grid of patch scores (14 x 14 at 128px).
+generators' step, then the discriminators'. Each ||.||_1 is computed as a mean over pixels and
+channels (as the official code's L1Loss does), and each expectation over a discriminator's output
+is also a mean over its grid of patch scores (14 x 14 at 128px).
 
 How to run it.
     python cyclegan.py --data demo                    # a toy task: 13-30 s on 2 CPU cores
@@ -280,7 +280,7 @@ def fake_mse_loss(d_out):
 
 # L_cyc's two halves (eq. 2), each ||.||_1 as a mean over pixels and channels. The paper gives no
 # reason for the L1 norm; it reports (section 3.2) that replacing it with an adversarial loss
-# between F(G(x)) and x did not improve results. It gives no derivation for lambda = 10; its ablation
+# between F(G(x)) and x did not improve results. Nor does it derive lambda = 10; its ablation
 # (section 5.1.4) shows that removing the cycle loss substantially degrades the results, and on
 # our demo a run with --lambda-cycle 0 ends where a generator that ignores its input does
 # (README.md, "Results").
@@ -642,7 +642,10 @@ def print_demo_check(model, size, precision):
 # --- 8. Using the trained model ---------------------------------------------------------------
 # The generators are fully convolutional: they translate images of any size whose sides are
 # multiples of 4 (we pad other sizes by reflection and crop back). What they learned, though, are
-# textures at the scale of their training images, so a larger photo is first scaled down to it.
+# textures at the scale of their training images, so a larger photo is translated scaled down to
+# that size, and the translation is then carried back to the photo's own size as a colour
+# transform (section 9 says how, and what it cannot carry). The official test script instead
+# resizes every photo to 256 x 256, losing its aspect ratio; we keep the aspect ratio.
 # Two kinds of file hold generators: our checkpoint.pt (both, --direction picks one), and a bare
 # Generator state_dict such as the authors' published models (one generator, one direction).
 
@@ -654,10 +657,10 @@ def translate_image(generator, image):
 
 
 def translate(options):
-    """--translate: each input image -> <out>/<stem>_<direction>.png. A photo larger than the
-    size the model learned at is first scaled down to it: a model trained on 143px images has
-    learned textures of that scale, and barely changes a 4000x3000 photo whose textures are
-    ~20x smaller (and needs gigabytes of memory for it)."""
+    """--translate: each input image -> <out>/<stem>_<direction>.png, at the photo's own size. A
+    photo larger than the size the model learned at is translated scaled down to it: a model
+    trained on 143px images has learned textures of that scale, and barely changes a 4000x3000
+    photo whose textures are ~20x smaller (and needs gigabytes of memory for it)."""
     path = options.get("checkpoint")
     if path is None:
         data = options.get("data", DEFAULT_SETTINGS["data"][0])
@@ -665,12 +668,15 @@ def translate(options):
     generator, suffix, learned_size = load_generator(path, options.get("direction"))
     inputs = gather_images(options["translate"])
     size = options.get("translate_size", learned_size)
+    small_output = options.get("small_output", False)
     if size == "original":
         print("translating each photo at its own size (--translate-size original)")
     else:
         why = "--translate-size" if "translate_size" in options else "the size it learned at"
-        print(f"photos larger than {size}px are scaled down to a shorter side of {size}px "
-              f"({why}; --translate-size original keeps their own size)")
+        back = ("and written at that size (--small-output)" if small_output else "and the "
+                "translation carried back to the photo's own size (--small-output keeps it small)")
+        print(f"photos larger than {size}px are translated at a shorter side of {size}px ({why}; "
+              f"--translate-size original translates at their own size), {back}")
     device = choose_device(options.get("device", "auto"))
     precision = Precision(options.get("precision", "auto"), device)
     # eval() changes nothing for these networks (no dropout; instance norm keeps no running
@@ -679,14 +685,22 @@ def translate(options):
     out_folder = options.get("out", "translated")
     os.makedirs(out_folder, exist_ok=True)
     for image_path in inputs:  # one at a time: photos differ in size
-        pixels = load_image(image_path, shorter_side=None if size == "original" else size)
-        image = to_model_range(pixels.to(device))[None]
+        photo = load_image(image_path)
+        small = photo if size == "original" else scale_down(photo, size)
+        image = to_model_range(small.to(device))[None]
         with torch.no_grad(), precision.autocast():
-            translated = translate_image(generator, image)[0]
+            translated = translate_image(generator, image)[0].float()
         stem = os.path.splitext(os.path.basename(image_path))[0]
         target = os.path.join(out_folder, f"{stem}_{suffix}.png")
-        save_png(to_pixels(translated).cpu(), target)
-        print(f"{image_path} -> {target} ({pixels.shape[2]}x{pixels.shape[1]})")
+        height, width = small.shape[1:]
+        if small.shape == photo.shape or small_output:
+            save_png(to_pixels(translated).cpu(), target)
+            print(f"{image_path} -> {target} ({width}x{height})")
+        else:
+            maps = fit_colour_maps(image[0].float().cpu(), translated.cpu())
+            save_png(apply_colour_maps(maps, photo), target)
+            print(f"{image_path} -> {target} ({photo.shape[2]}x{photo.shape[1]}, translated at "
+                  f"{width}x{height})")
     count = f"{len(inputs)} image{'s' * (len(inputs) != 1)}"
     print(f"done: translated {count} {suffix} with {path}")
 
@@ -771,10 +785,9 @@ def find_domain_folders(data):
                         f"(testA/ testB/) or summer/ winter/ (test_summer/ test_winter/); {hint}")
 
 
-def load_image(path, load_size=None, shorter_side=None):
+def load_image(path, load_size=None):
     """Any image file -> upright (3, H, W) uint8 tensor; or an error that names the file.
-    load_size: resized to load_size x load_size (for training). shorter_side: if the shorter side
-    is larger than this, scaled down to it, keeping the aspect ratio (for translating)."""
+    load_size: resized to load_size x load_size (for training)."""
     try:
         with Image.open(path) as img:
             # Phones store photos sideways and note the turn in an EXIF tag that every photo
@@ -784,13 +797,20 @@ def load_image(path, load_size=None, shorter_side=None):
             # Bicubic, as in the official code. For training, smaller images are scaled up.
             if load_size:
                 img = img.resize((load_size, load_size), Image.BICUBIC)
-            elif shorter_side and min(img.size) > shorter_side:
-                scale = shorter_side / min(img.size)
-                new_size = (round(img.width * scale), round(img.height * scale))
-                img = img.resize(new_size, Image.BICUBIC)
             return TF.pil_to_tensor(img)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise CycleGANError(f"cannot read image {path}: {error}; delete or replace it") from None
+
+
+def scale_down(pixels, shorter_side):
+    """(3, H, W) uint8 -> the same, scaled (bicubic) so that its shorter side is `shorter_side`,
+    keeping the aspect ratio; unchanged if it is no larger."""
+    height, width = pixels.shape[1:]
+    if min(height, width) <= shorter_side:
+        return pixels
+    scale = shorter_side / min(height, width)
+    new_size = (round(width * scale), round(height * scale))
+    return TF.pil_to_tensor(TF.to_pil_image(pixels).resize(new_size, Image.BICUBIC))
 
 
 def to_rgb(img):
@@ -847,6 +867,69 @@ def gather_images(paths):
         raise CycleGANError("two inputs have the same name apart from the extension or folder; "
                             "translate them into separate --out folders")
     return inputs
+
+
+# Full-size translations: joint upsampling with a guided filter. The generator ran on the photo
+# scaled down; its translation is carried to the photo's own size as a colour transform, not as
+# pixels. In each 5x5 neighbourhood of the small pair (input p, translation q) we fit, by least
+# squares, the affine colour map q ~ A p + b (A a 3x3 matrix) that turns the input's colours into
+# the translation's, with a small ridge eps so that flat patches get a plain shift of colour;
+# each pixel's map is the mean of the maps of the neighbourhoods that cover it; the maps (12
+# numbers a pixel), not the image, are scaled up bilinearly to the photo's size and applied to its
+# own pixels. That is the guided filter of He, Sun and Tang ("Guided Image Filtering", ECCV 2010 /
+# TPAMI 2013, which also applies it to joint upsampling) with its coefficients fitted at low
+# resolution as in He and Sun's "Fast Guided Filter" (2015). The result has the photo's size,
+# edges and fine detail, and the translation's colours and shading. What it cannot carry is
+# anything that is not a change of colour of the photo's own pixels: textures that the generator
+# invents at the small scale (new snow on bare rock) arrive smoothed.
+GUIDE_RADIUS = 2  # the neighbourhoods are (2 * 2 + 1)^2 pixels of the small image
+GUIDE_EPS = 1e-3  # the ridge, in the [-1, 1] units of the pixels, squared
+
+
+def box_mean(images, radius):
+    """(C, h, w) -> the mean of each (2 radius + 1)^2 window (fewer pixels at the borders)."""
+    size = 2 * radius + 1
+    return nn.functional.avg_pool2d(images[None], size, stride=1, padding=radius,
+                                    count_include_pad=False)[0]
+
+
+def fit_colour_maps(small_input, small_output, radius=GUIDE_RADIUS, eps=GUIDE_EPS):
+    """(3, h, w) input and translation in [-1, 1] -> (12, h, w): for each pixel the 3x3 matrix A
+    (row by row) and the shift b of its map q ~ A p + b, averaged over the windows that cover it."""
+    p = small_input.float()
+    q = small_output.float()
+    height, width = p.shape[1:]
+    mean_p = box_mean(p, radius)
+    mean_q = box_mean(q, radius)
+    # Per pixel: (h, w, 3, 3) covariances of the input's channels with each other, and of the
+    # output's channels (rows) with the input's (columns).
+    cov_pp = box_mean((p[:, None] * p[None]).flatten(0, 1), radius).view(3, 3, height, width)
+    cov_qp = box_mean((q[:, None] * p[None]).flatten(0, 1), radius).view(3, 3, height, width)
+    cov_pp = (cov_pp - mean_p[:, None] * mean_p[None]).permute(2, 3, 0, 1) + eps * torch.eye(3)
+    cov_qp = (cov_qp - mean_q[:, None] * mean_p[None]).permute(2, 3, 0, 1)
+    # Least squares: A cov_pp = cov_qp. cov_pp is symmetric, so A^T = solve(cov_pp, cov_qp^T).
+    A = torch.linalg.solve(cov_pp, cov_qp.transpose(-1, -2)).transpose(-1, -2)
+    A = A.permute(2, 3, 0, 1)  # (3, 3, h, w)
+    b = mean_q - (A * mean_p[None]).sum(1)
+    return box_mean(torch.cat([A.reshape(9, height, width), b]), radius)
+
+
+def apply_colour_maps(maps, photo, rows=256):
+    """(12, h, w) maps from fit_colour_maps, (3, H, W) uint8 photo -> its translation, (3, H, W)
+    uint8. The maps are scaled up bilinearly (pixel centres aligned, as F.interpolate does), a
+    strip of rows at a time, so that memory stays small whatever the photo's size."""
+    height, width = photo.shape[1:]
+    out = torch.empty_like(photo)
+    xs = (torch.arange(width) + 0.5) / width * 2 - 1  # grid_sample's coordinates, -1 to 1
+    for top in range(0, height, rows):
+        ys = (torch.arange(top, min(top + rows, height)) + 0.5) / height * 2 - 1
+        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)[None]  # (1, rows, W, 2)
+        strip_maps = nn.functional.grid_sample(maps[None], grid, mode="bilinear",
+                                               padding_mode="border", align_corners=False)[0]
+        p = to_model_range(photo[:, top:top + rows])
+        A = strip_maps[:9].view(3, 3, *p.shape[1:])
+        out[:, top:top + rows] = to_pixels((A * p[None]).sum(1) + strip_maps[9:])
+    return out
 
 
 # --- 10. Hardware and precision ---------------------------------------------------------------
@@ -1614,12 +1697,15 @@ def build_arg_parser():
                         help="for --translate: photos larger than this are scaled down to this "
                              "shorter side (default: the size the model learned at, its load "
                              "size; 256 for the authors' files); 'original' keeps each photo's")
+    parser.add_argument("--small-output", action="store_true",
+                        help="for --translate: write the translation at the size it was made at, "
+                             "not carried back to the photo's own size")
     return parser
 
 
 # What --translate uses; every other flag is for training.
-TRANSLATE_FLAGS = ("translate", "checkpoint", "direction", "translate_size", "out", "data",
-                   "device", "precision")
+TRANSLATE_FLAGS = ("translate", "checkpoint", "direction", "translate_size", "small_output", "out",
+                   "data", "device", "precision")
 
 
 def check_flags_apply(typed):
@@ -1628,7 +1714,7 @@ def check_flags_apply(typed):
         if "translate" in typed and key not in TRANSLATE_FLAGS:
             raise CycleGANError(f"{flag(key)} does not apply to --translate, which only uses a "
                                 "trained model; drop it")
-        if "translate" not in typed and key in TRANSLATE_FLAGS[1:4]:
+        if "translate" not in typed and key in TRANSLATE_FLAGS[1:5]:
             raise CycleGANError(f"{flag(key)} applies to --translate only; to continue a "
                                 "training run, use --resume (with --out RUN_FOLDER)")
 
