@@ -501,6 +501,7 @@ def load_dataset(args):
     if args.data == "demo":
         return draw_demo_dataset(args)
     train_X, train_Y, test_X, test_Y = find_domain_folders(args.data)
+    check_memory_for_images([train_X, train_Y], args.load_size)  # before hours of decoding
     images_X = load_folder(train_X, args.load_size)
     images_Y = load_folder(train_Y, args.load_size)
     test_images_X = load_folder(test_X, args.load_size, 4) if list_images(test_X) else images_X[:4]
@@ -849,6 +850,37 @@ def load_folder(folder, load_size, limit=None):
         raise CycleGANError(f"no images in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)})")
     print(f"decoding {len(paths)} images in {folder}", flush=True)
     return torch.stack([load_image(path, load_size) for path in paths])
+
+
+def available_memory():
+    """Bytes of memory that this machine can give a new program without swapping: Linux's
+    MemAvailable. None elsewhere, where the check below is skipped."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # given in kB
+    except OSError:
+        pass
+    return None
+
+
+def check_memory_for_images(folders, load_size):
+    """Refuses a dataset whose decoded images would need more than half of the memory this machine
+    has available, before any is decoded: otherwise the kernel kills the run part-way, without a
+    message. Under torchrun every process on the machine decodes its own copy. The other half is
+    for the networks, Adam's state and everything else (a 128px run with a 135 MB cache peaked at
+    1.6 GB: .ci/benchmark.py's docstring)."""
+    count = sum(len(list_images(folder)) for folder in folders)
+    copies = int(os.environ.get("LOCAL_WORLD_SIZE", 1))  # torchrun's processes on this machine
+    needed = count * 3 * load_size ** 2 * copies  # uint8: one byte per value
+    available = available_memory()
+    if available is not None and needed > available / 2:
+        per_process = f", in each of {copies} processes" if copies > 1 else ""
+        raise CycleGANError(f"the training images need {needed / 1e9:.1f} GB of memory decoded "
+                            f"({count:,} images at {load_size}px{per_process}), more than half "
+                            f"of the {available / 1e9:.1f} GB this machine has available; use a "
+                            "smaller --load-size, or fewer images")
 
 
 def gather_images(paths):

@@ -760,6 +760,34 @@ def test_missing_dataset_says_where_it_looked_and_how_to_get_it(run_dir, capsys)
     assert "looked in my/photos/" in error and "; check it" in error
 
 
+def test_a_dataset_too_large_for_memory_is_refused_before_decoding(run_dir, capsys, monkeypatch):
+    """50,000 training images (faked: only their names exist) at the paper's 286px need 12.3 GB
+    decoded; with 8 GB available the run stops before decoding any, with both numbers. Under
+    torchrun each process on the machine holds its own copy: 15,000 images fit alone, not twice."""
+    real_list_images = cyclegan.list_images
+
+    def many_images(folder, count):
+        if "train" not in folder:
+            return real_list_images(folder)
+        return [os.path.join(folder, f"{i}.jpg") for i in range(count // 2)]
+    monkeypatch.setattr(cyclegan, "available_memory", lambda: 8e9)
+    monkeypatch.setattr(cyclegan, "list_images", lambda folder: many_images(folder, 50_000))
+    monkeypatch.setattr(cyclegan, "load_image", lambda *a, **k: pytest.fail("decoded an image"))
+    error = fails_with(["--data", "data", "--image-size", "256", "--load-size", "286"], capsys)
+    assert error == ("error: the training images need 12.3 GB of memory decoded (50,000 images at "
+                     "286px), more than half of the 8.0 GB this machine has available; use a "
+                     "smaller --load-size, or fewer images\n")
+    assert not os.path.exists("runs")
+    monkeypatch.setattr(cyclegan, "list_images", lambda folder: many_images(folder, 15_000))
+    cyclegan.check_memory_for_images(["data/trainA", "data/trainB"], 286)  # 3.7 GB: fits
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(cyclegan.CycleGANError, match=r"need 7.4 GB .*in each of 2 processes"):
+        cyclegan.check_memory_for_images(["data/trainA", "data/trainB"], 286)
+    monkeypatch.undo()
+    if os.path.exists("/proc/meminfo"):  # the real figure, read from Linux
+        assert 1e8 < cyclegan.available_memory() < 1e13
+
+
 def test_empty_domain_folder_is_named(run_dir, capsys):
     for f in os.listdir("data/trainB"):
         os.remove(os.path.join("data/trainB", f))
@@ -1653,15 +1681,18 @@ def zip_server():
 
 @slow
 def test_download_succeeds_then_second_run_does_nothing(tmp_path, zip_server):
-    server = zip_server({"horse2zebra": dataset_zip("horse2zebra")})
-    result = run_download(tmp_path, server, "horse2zebra")
+    """A dataset without a published checksum (the mini sets, ae_photos) is checked with unzip -t
+    only, and the script says so."""
+    server = zip_server({"mini": dataset_zip("mini")})
+    result = run_download(tmp_path, server, "mini")
     assert result.returncode == 0, result.stderr
+    assert "no checksum is published for mini.zip: it is checked with unzip -t only" in result.stdout
     assert "trainA: 3 images" in result.stdout and "testB: 1 images" in result.stdout
-    assert sorted(os.listdir(tmp_path / "datasets/horse2zebra/trainA")) == ["0.jpg", "1.jpg", "2.jpg"]
-    assert leftovers(tmp_path) == ["horse2zebra"]
-    args = tiny_args(data=str(tmp_path / "datasets/horse2zebra"))
+    assert sorted(os.listdir(tmp_path / "datasets/mini/trainA")) == ["0.jpg", "1.jpg", "2.jpg"]
+    assert leftovers(tmp_path) == ["mini"]
+    args = tiny_args(data=str(tmp_path / "datasets/mini"))
     assert cyclegan.load_dataset(args)[0].epoch_length == 3  # the loader reads what it unpacked
-    again = run_download(tmp_path, server, "horse2zebra")
+    again = run_download(tmp_path, server, "mini")
     assert again.returncode == 0 and "already there, nothing to do" in again.stdout
     assert server.requests == 1
 
@@ -1671,31 +1702,49 @@ def test_download_succeeds_then_second_run_does_nothing(tmp_path, zip_server):
     ("missing", "download of"), ("cut_short", "download of"), ("half_zip", "not a valid zip"),
     ("corrupt", "not a valid zip"), ("no_server", "download of")])
 def test_failed_downloads_leave_nothing_behind(tmp_path, zip_server, case, message):
-    good = dataset_zip("apple2orange")
+    good = dataset_zip("mini")
     files = {"cut_short": good, "half_zip": good[: len(good) // 2],
              "corrupt": bytes(range(256)) * 20}
-    server = zip_server({"apple2orange": files[case]} if case in files else {},
-                        cut_short=("apple2orange",) if case == "cut_short" else ())
+    server = zip_server({"mini": files[case]} if case in files else {},
+                        cut_short=("mini",) if case == "cut_short" else ())
     if case == "no_server":  # as with no network: nothing listens there any more
         server.close()
-    result = run_download(tmp_path, server, "apple2orange")
+    result = run_download(tmp_path, server, "mini")
     assert result.returncode != 0 and message in result.stderr, result.stderr
     assert leftovers(tmp_path) == []
 
 
 @slow
-def test_summer2winter_must_match_its_size_and_checksum(tmp_path, zip_server):
+def test_known_datasets_must_match_their_size_and_checksum(tmp_path, zip_server):
     wrong_size = dataset_zip("summer2winter_yosemite")
     server = zip_server({"summer2winter_yosemite": wrong_size})
-    result = run_download(tmp_path, server, "summer2winter")  # the short name works too
+    result = run_download(tmp_path, server)  # the default
     assert result.returncode != 0 and f"expected {SUMMER2WINTER_SIZE}" in result.stderr
     assert leftovers(tmp_path) == []
+    result = run_download(tmp_path, zip_server({"horse2zebra": wrong_size}), "horse2zebra")
+    assert result.returncode != 0 and "expected 116867962" in result.stderr
     # a valid zip of exactly the right size, but not the real one: the SHA-256 catches it
-    right_size = padded_zip("summer2winter_yosemite", SUMMER2WINTER_SIZE)
-    server = zip_server({"summer2winter_yosemite": right_size})
-    result = run_download(tmp_path, server)  # and it is the default
-    assert result.returncode != 0 and "SHA-256" in result.stderr and "expected 167fe17" in result.stderr
+    right_size = padded_zip("facades", 35_135_868)
+    result = run_download(tmp_path, zip_server({"facades": right_size}), "facades")
+    assert result.returncode != 0 and "SHA-256" in result.stderr and "expected 9a31ebf" in result.stderr
     assert leftovers(tmp_path) == []
+
+
+def test_every_published_checksum_is_in_the_script():
+    """One line per dataset that TensorFlow Datasets publishes a size and SHA-256 for; the rest
+    of the script's names (ae_photos, the mini sets) have none."""
+    script = open(os.path.join(HERE, "download_data.sh")).read()
+    lines = script.split('CHECKSUMS="')[1].split('"')[0].split()
+    table = {lines[i]: (lines[i + 1], lines[i + 2]) for i in range(0, len(lines), 3)}
+    assert sorted(table) == ["apple2orange", "cezanne2photo", "facades", "horse2zebra",
+                             "iphone2dslr_flower", "maps", "monet2photo", "summer2winter_yosemite",
+                             "ukiyoe2photo", "vangogh2photo"]
+    for size, checksum in table.values():
+        assert size.isdigit() and re.fullmatch("[0-9a-f]{64}", checksum)
+    assert table["summer2winter_yosemite"] == (str(SUMMER2WINTER_SIZE), "167fe1726807a9d22bd106b4"
+                                               "a6c0bd7953b688af924ac1bf967439c4961e49f9")
+    assert set(cyclegan.DOWNLOADABLE_DATASETS) - set(table) == {"ae_photos", "mini", "mini_pix2pix",
+                                                                "mini_colorization"}
 
 
 def padded_zip(name, target):

@@ -3,6 +3,7 @@
     python .ci/benchmark.py [--iters 30] [--image-size 128]      # the CPU: fp32 and auto
     python .ci/benchmark.py --device cuda                        # a GPU: see below
     python .ci/benchmark.py --compare-processes [--image-size 64]   # torchrun on 2 CPU cores
+    python .ci/benchmark.py --translate-12mp                     # one 4000x3000 photo
 
 CPU: for fp32 and auto it runs the real command line on a folder of generated images, reads the
 recent wall time per iteration from its last progress line and the process's peak RAM (resident
@@ -14,6 +15,12 @@ auto, bf16 (where the GPU has it: capability 8.0 on), fp16 and fp32, at 128px wi
 256px with 9 blocks (the official code's size), with each run's peak GPU memory from its `done:`
 line; on a machine with 2 GPUs, also a 2-process torchrun run. Meant to take under 5 minutes on
 one GPU; it has not yet run on one.
+
+--translate-12mp: one 4000x3000 JPEG translated with a paper-sized generator file (64 filters, 9
+blocks, random weights; the authors' files learned at 256px) three ways: the default (translated
+at 256x341, carried back to 4000x3000), --small-output (the same, written at 256x341: the
+photo's decoding and the network, without the carrying back), and --translate-size original (the
+generator at 4000x3000); each command's wall time and peak RAM (resident set, from the kernel).
 
 --compare-processes: the same global batch of 2 images, trained as 1 process of 2 threads at
 --batch-size 2 and as 2 torchrun processes of 1 thread at batch 1; prints images per second.
@@ -76,7 +83,7 @@ def bare_step_seconds(precision_name, device, image_size, n_blocks, iters):
                                           "out": "unused"})
     precision = cyclegan.Precision(precision_name, device)
     torch.backends.cudnn.benchmark = True  # as cyclegan.main() sets it
-    training = cyclegan.Training(args, precision, cyclegan.OneProcess(device))
+    training = cyclegan.Training(args, precision, device)
     real_X = torch.rand(1, 3, image_size, image_size, device=device) * 2 - 1
     real_Y = torch.rand(1, 3, image_size, image_size, device=device) * 2 - 1
     times = []
@@ -138,14 +145,41 @@ def compare_processes(image_size, iters, folder):
           f"{2 / seconds:.2f} images/s\n    {done}", flush=True)
 
 
+def translate_12mp(folder):
+    from PIL import Image
+    generator = cyclegan.Generator(64, 9)
+    torch.save(generator.state_dict(), os.path.join(folder, "g.pth"))
+    torch.manual_seed(0)  # a smooth random picture with some fine noise, 4000 x 3000
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 30, 40), size=(3000, 4000),
+                                             mode="bicubic")[0]
+    pixels = ((smooth + 0.05 * torch.randn_like(smooth)).clamp(0, 1) * 255).to(torch.uint8)
+    Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(os.path.join(folder, "photo.jpg"))
+    for name, flags in (("default", []), ("--small-output", ["--small-output"]),
+                        ("--translate-size original", ["--translate-size", "original"])):
+        command = [sys.executable, SCRIPT, "--translate", "photo.jpg", "--checkpoint", "g.pth",
+                   "--out", "out", *flags]
+        start = time.perf_counter()
+        process = subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - start
+        assert os.waitstatus_to_exitcode(status) == 0, f"{command} failed"
+        line = [line for line in process.stdout.read().splitlines() if " -> " in line][0]
+        print(f"{name}: {seconds:.1f} s, peak RAM {usage.ru_maxrss / 1e6:.2f} GB\n    {line}",
+              flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--compare-processes", action="store_true")
+    parser.add_argument("--translate-12mp", action="store_true")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
+        if options.translate_12mp:
+            translate_12mp(folder)
+            return
         make_dataset(os.path.join(folder, "data"), n_x=20, n_y=20, n_test=4)
         if options.compare_processes:
             compare_processes(options.image_size, options.iters, folder)
