@@ -693,15 +693,9 @@ def translate(options):
             translated = translate_image(generator, image)[0].float()
         stem = os.path.splitext(os.path.basename(image_path))[0]
         target = os.path.join(out_folder, f"{stem}_{suffix}.png")
-        height, width = small.shape[1:]
-        if small.shape == photo.shape or small_output:
-            save_png(to_pixels(translated).cpu(), target)
-            print(f"{image_path} -> {target} ({width}x{height})")
-        else:
-            maps = fit_colour_maps(image[0].float().cpu(), translated.cpu())
-            save_png(apply_colour_maps(maps, photo), target)
-            print(f"{image_path} -> {target} ({photo.shape[2]}x{photo.shape[1]}, translated at "
-                  f"{width}x{height})")
+        # At the photo's own size (section 9), unless --small-output asks for the small one.
+        sizes = save_translation(photo, image[0].cpu(), translated.cpu(), target, small_output)
+        print(f"{image_path} -> {target} ({sizes})")
     count = f"{len(inputs)} image{'s' * (len(inputs) != 1)}"
     print(f"done: translated {count} {suffix} with {path}")
 
@@ -944,6 +938,18 @@ def fit_colour_maps(small_input, small_output, radius=GUIDE_RADIUS, eps=GUIDE_EP
     A = A.permute(2, 3, 0, 1)  # (3, 3, h, w)
     b = mean_q - (A * mean_p[None]).sum(1)
     return box_mean(torch.cat([A.reshape(9, height, width), b]), radius)
+
+
+def save_translation(photo, small_input, translated, path, small_output):
+    """Writes the translation of `photo` (uint8) that the generator made of `small_input` (both
+    in [-1, 1]): carried back to the photo's size if it was made smaller and not small_output,
+    else as it is. -> its size, and the size it was translated at if that differs."""
+    height, width = translated.shape[1:]
+    if small_input.shape == photo.shape or small_output:
+        save_png(to_pixels(translated), path)
+        return f"{width}x{height}"
+    save_png(apply_colour_maps(fit_colour_maps(small_input, translated), photo), path)
+    return f"{photo.shape[2]}x{photo.shape[1]}, translated at {width}x{height}"
 
 
 def apply_colour_maps(maps, photo, rows=256):
