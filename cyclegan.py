@@ -34,8 +34,9 @@ In Colab or Jupyter, paste this whole file into one cell and run it: it defines 
 prints how to start; then call main(["--data", "summer2winter"]) from the next cell.
 
 How it reads. Sections 1-8 follow the paper: networks, losses, history pool, one training step,
-data, training loop, did it learn?, using the trained model. Sections 9-17 are machinery (files,
-hardware, several GPUs, checkpoints, the command line) that a student may skip.
+data, training loop, did it learn?, using the trained model. Sections 9-18 are machinery (files,
+full-size translations, hardware, several GPUs, checkpoints, the command line) that a student may
+skip.
 """
 import argparse
 import contextlib
@@ -474,7 +475,7 @@ class UnpairedImages:
         if self.planned[0] != epoch:
             self.planned = (epoch, self.epoch_plan(epoch))
         plan = self.planned[1]
-        # Under torchrun (section 11) an iteration has batch_size places for each process, and
+        # Under torchrun (section 12) an iteration has batch_size places for each process, and
         # each process takes its own; past the epoch's end they wrap round to its start, so that
         # every process always has a full batch. Alone, process_rank() is 0 and the count 1.
         first = (iteration * process_count() + process_rank()) * batch_size
@@ -533,7 +534,7 @@ class Training:
     def __init__(self, args, precision, device):
         torch.manual_seed(args.seed)  # same seed, same initial weights and pool draws
         self.model = CycleGAN(args.ngf, args.ndf, args.n_blocks).to(device)
-        # What train_step runs: the model itself, or under torchrun (section 11) the networks
+        # What train_step runs: the model itself, or under torchrun (section 12) the networks
         # wrapped so that backward averages their gradients over the processes.
         self.networks = for_this_process(self.model, args.seed)
         generators = [*self.model.G_XtoY.parameters(), *self.model.G_YtoX.parameters()]
@@ -550,8 +551,8 @@ class Training:
 def train(args, run_folder, checkpoint, introduction, stop, device):
     """Trains a new run in `run_folder`, or continues the one in `checkpoint`; returns the model.
     Setting up (the networks, the data, a checkpoint restored) and the closing lines are
-    machinery (section 12); `stop` turns Ctrl-C into a request that the loop honours (section
-    15)."""
+    machinery (section 13); `stop` turns Ctrl-C into a request that the loop honours (section
+    16)."""
     training, data, test_X, test_Y, last = set_up_training(args, checkpoint, introduction, device)
     iterations_per_epoch = data.iterations_per_epoch(args.batch_size)
     writes = process_rank() == 0  # under torchrun only the first process writes files
@@ -600,7 +601,7 @@ def save_sample_grid(model, test_X, test_Y, precision, path):
 # An unpaired dataset has no right answers: nobody photographed each Yosemite view in both
 # seasons, so there is no true winter twin to compare G(x) with (the paper shows its season
 # results as pictures, figure 13). The demo task has one. --data demo draws random landscapes (a
-# sky, a sun, a wavy ridge of hills; the drawing is machinery, section 16), each of them in summer
+# sky, a sun, a wavy ridge of hills; the drawing is machinery, section 17), each of them in summer
 # colours and in winter colours. Training sees the seasons unpaired, as in the real task: summer
 # uses scenes 0-199 and winter scenes 200-399, so no training image's twin is ever shown. Scenes
 # from 10,000 on are held out and drawn in both seasons, which gives each G(x) its true answer y.
@@ -645,7 +646,7 @@ def print_demo_check(model, size, precision):
 # multiples of 4 (we pad other sizes by reflection and crop back). What they learned, though, are
 # textures at the scale of their training images, so a larger photo is translated scaled down to
 # that size, and the translation is then carried back to the photo's own size as a colour
-# transform (section 9 says how, and what it cannot carry). The official test script instead
+# transform (section 10 says how, and what it cannot carry). The official test script instead
 # resizes every photo to 256 x 256, losing its aspect ratio; we keep the aspect ratio.
 # Two kinds of file hold generators: our checkpoint.pt (both, --direction picks one), and a bare
 # Generator state_dict such as the authors' published models (one generator, one direction).
@@ -693,7 +694,7 @@ def translate(options):
             translated = translate_image(generator, image)[0].float()
         stem = os.path.splitext(os.path.basename(image_path))[0]
         target = os.path.join(out_folder, f"{stem}_{suffix}.png")
-        # At the photo's own size (section 9), unless --small-output asks for the small one.
+        # At the photo's own size (section 10), unless --small-output asks for the small one.
         sizes = save_translation(photo, image[0].cpu(), translated.cpu(), target, small_output)
         print(f"{image_path} -> {target} ({sizes})")
     count = f"{len(inputs)} image{'s' * (len(inputs) != 1)}"
@@ -723,9 +724,9 @@ def load_generator(path, direction):
 
 
 # ==============================================================================================
-# The machinery. What follows makes the program pleasant to use (image files, precision,
-# checkpoints, run folders, Ctrl-C, the demo's drawings, the command line) but holds nothing of
-# CycleGAN itself: a student may stop reading here.
+# The machinery. What follows makes the program pleasant to use (image files, full-size
+# translations, precision, several GPUs, checkpoints, run folders, Ctrl-C, the demo's drawings,
+# the command line) but holds nothing of CycleGAN itself: a student may stop reading here.
 # ==============================================================================================
 # --- 9. Image files and dataset folders -------------------------------------------------------
 
@@ -895,7 +896,8 @@ def gather_images(paths):
     return inputs
 
 
-# Full-size translations: joint upsampling with a guided filter. The generator ran on the photo
+# --- 10. Full-size translations ---------------------------------------------------------------
+# Joint upsampling with a guided filter. The generator ran on the photo
 # scaled down; its translation is carried to the photo's own size as a colour transform, not as
 # pixels. In each 5x5 neighbourhood of the small pair (input p, translation q) we fit, by least
 # squares, the affine colour map q ~ A p + b (A a 3x3 matrix) that turns the input's colours into
@@ -970,7 +972,7 @@ def apply_colour_maps(maps, photo, rows=256):
     return out
 
 
-# --- 10. Hardware and precision ---------------------------------------------------------------
+# --- 11. Hardware and precision ---------------------------------------------------------------
 # Mixed precision: the networks can run under autocast in bf16 or fp16 (convolutions in 16 bits;
 # weights, optimiser and losses stay fp32): 1.5x-1.8x faster than fp32 on our 2-core CPUs with
 # bf16 instructions (.ci/benchmark.py's docstring). fp16 has a narrow range, so its gradients
@@ -1034,7 +1036,7 @@ def choose_device(name):
     return torch.device(name)
 
 
-# --- 11. Several GPUs or machines: torchrun ---------------------------------------------------
+# --- 12. Several GPUs or machines: torchrun ---------------------------------------------------
 # `torchrun --standalone --nproc_per_node=N cyclegan.py ...` starts N copies of this program (one
 # per GPU) and tells each its place in environment variables (RANK, LOCAL_RANK, WORLD_SIZE). This
 # is data-parallel training: every process holds the same networks and trains on its own
@@ -1173,7 +1175,7 @@ def torchrun_command(arguments):
     return "torchrun " + shlex.join(options + list(arguments))
 
 
-# --- 12. Starting and ending a run; checkpoints, exact resume, progress -----------------------
+# --- 13. Starting and ending a run; checkpoints, exact resume, progress -----------------------
 # Everything that decides the future of a run lives in one checkpoint dict: the networks, Adam's
 # moments, the pools' contents, the random state, and the iteration (from which the epoch's image
 # order and learning rate are rebuilt). Restored, the run continues as if it had never
@@ -1438,7 +1440,7 @@ class NotebookDisplay:
             self.image.update(picture)
 
 
-# --- 13. Generator files: ours and the authors' -----------------------------------------------
+# --- 14. Generator files: ours and the authors' -----------------------------------------------
 # Generator's layers sit in the official code's order, in one nn.Sequential named `model`, and the
 # residual blocks keep the official name `conv_block`; so a Generator's state_dict keys *are* the
 # official ones (model.1.weight, ..., model.10.conv_block.1.weight, ...). The authors' published
@@ -1472,7 +1474,7 @@ def generator_from_state_dict(state, path):
                         "cyclegan.py checkpoint, or a generator state_dict in the official naming")
 
 
-# --- 14. Run folders and settings -------------------------------------------------------------
+# --- 15. Run folders and settings -------------------------------------------------------------
 # A new run goes to the first free folder of runs/<dataset>, runs/<dataset>2, runs/<dataset>3 ...
 # (the convention of ultralytics and Lightning), so running a command twice never fails and never
 # overwrites. --resume and --translate without a path take the dataset's newest run.
@@ -1595,7 +1597,7 @@ def check_settings(args):
             raise CycleGANError(f"{flag(key)} {getattr(args, key)}: must be at least 0")
 
 
-# --- 15. Ctrl-C -------------------------------------------------------------------------------
+# --- 16. Ctrl-C -------------------------------------------------------------------------------
 # Python turns Ctrl-C into a KeyboardInterrupt wherever the program happens to be, which could be
 # half-way through an optimiser step. Jupyter's and Colab's stop button sends the same signal
 # (SIGINT) to the kernel. Both are caught here and turned into a request that the loop honours.
@@ -1637,7 +1639,7 @@ class StopOnCtrlC:
             signal.signal(signal.SIGINT, self.previous_handler)
 
 
-# --- 16. The demo's landscapes ----------------------------------------------------------------
+# --- 17. The demo's landscapes ----------------------------------------------------------------
 # Section 7 explains the task; here is how its scenes are drawn. Each scene number seeds 7 random
 # numbers that place a sun and shape a ridge of hills; the season only picks the colours.
 SEASONS = {  # sky at the top, sky at the horizon, ground, sun: RGB in [0, 1]
@@ -1690,7 +1692,7 @@ def write_demo_photos(run_folder, size):
           + command_to_run(["--data", "demo", "--translate", folder], one_process=True))
 
 
-# --- 17. Command line and notebooks -----------------------------------------------------------
+# --- 18. Command line and notebooks -----------------------------------------------------------
 # From a shell, the file trains (or translates) at once. Pasted into a notebook cell, it only
 # defines everything: a cell that silently starts hours of training is a trap. In a notebook,
 # main([...]) takes the flags as a list, and a user error prints one line instead of raising

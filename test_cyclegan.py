@@ -701,7 +701,7 @@ def test_every_written_image_rounds_to_the_nearest_value(tmp_path):
 
 
 # ==============================================================================================
-# The machinery (sections 9-17 of cyclegan.py), then the download script and the project files.
+# The machinery (sections 9-18 of cyclegan.py), then the download script and the project files.
 # ==============================================================================================
 
 # --- 9. Image files and dataset folders -------------------------------------------------------
@@ -805,7 +805,7 @@ def test_truncated_image_is_named(run_dir, capsys):
     assert error.count("\n") == 1
 
 
-# --- 10. Hardware and precision ---------------------------------------------------------------
+# --- 11. Hardware and precision ---------------------------------------------------------------
 
 GPUS = {"T4": (7, 5), "V100": (7, 0), "A100": (8, 0), "H100": (9, 0)}
 
@@ -887,7 +887,7 @@ def test_peak_gpu_memory_is_each_runs_own_and_read_on_its_device(monkeypatch, tm
     assert "memory" not in cyclegan.ProgressLog(str(tmp_path), 0, torch.device("cpu")).summary()
 
 
-# --- 11. Several GPUs or machines: torchrun --------------------------------------------------
+# --- 12. Several GPUs or machines: torchrun --------------------------------------------------
 # Two processes on the CPU (gloo), started by torchrun as a user would, with tiny networks.
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
@@ -1097,7 +1097,7 @@ def test_two_machines_simulated_on_one_train_as_one_machine_does(tmp_path):
         assert tensors_equal(two[key], expected[key]), key
 
 
-# --- 12. Checkpoints, exact resume, progress --------------------------------------------------
+# --- 13. Checkpoints, exact resume, progress --------------------------------------------------
 
 def test_progress_lines_add_up(tmp_path, capsys, monkeypatch):
     """With a clock we control: steps of 0.1 s, and 1 s of sample grid after every 5th. No ETA
@@ -1277,7 +1277,7 @@ def test_bad_checkpoints_give_one_line_errors(run_dir, capsys):
     assert "no checkpoint at elsewhere/checkpoint.pt" in error
 
 
-# --- 13. Generator files: ours and the authors' -----------------------------------------------
+# --- 14. Generator files: ours and the authors' -----------------------------------------------
 
 def pretrained_file(path, ngf=8, n_blocks=3, legacy=True, running_stats=True, seed=1):
     """A generator state_dict as the authors publish them: official keys, saved by old PyTorch
@@ -1368,7 +1368,7 @@ def test_wrong_generator_files_give_one_line_errors(run_dir, capsys):
     assert not os.path.exists("translated/photo_discriminator.png")
 
 
-# --- 14. Run folders and settings -------------------------------------------------------------
+# --- 15. Run folders and settings -------------------------------------------------------------
 
 def test_new_runs_take_the_next_free_folder(run_dir, capsys):
     for expected in ("runs/data", "runs/data2", "runs/data3"):
@@ -1432,7 +1432,7 @@ def test_impossible_settings_are_refused_before_any_work(run_dir, capsys, flags,
     assert not os.path.exists("runs")
 
 
-# --- 15. Ctrl-C -------------------------------------------------------------------------------
+# --- 16. Ctrl-C -------------------------------------------------------------------------------
 
 @slow
 def test_ctrl_c_saves_and_the_printed_command_resumes(tmp_path):
@@ -1462,7 +1462,7 @@ def test_ctrl_c_saves_and_the_printed_command_resumes(tmp_path):
     assert cyclegan.load_checkpoint(str(tmp_path / "runs/data/checkpoint.pt"))["iteration"] == 200
 
 
-# --- 16. The demo's landscapes ----------------------------------------------------------------
+# --- 17. The demo's landscapes ----------------------------------------------------------------
 
 def test_demo_draws_the_same_scene_in_both_seasons():
     summer, winter = (cyclegan.demo_images(7, 2, 32, season) for season in ("summer", "winter"))
@@ -1476,7 +1476,7 @@ def test_demo_draws_the_same_scene_in_both_seasons():
     assert torch.equal(cyclegan.demo_images(7, 2, 32, "summer"), summer)  # deterministic
 
 
-# --- 17. Command line and notebooks -----------------------------------------------------------
+# --- 18. Command line and notebooks -----------------------------------------------------------
 
 def test_help_and_readme_list_every_flag():
     parser = cyclegan.build_arg_parser()
