@@ -718,7 +718,8 @@ def load_generator(path, direction):
         raise CycleGANError(f"--direction does not apply to {path}: it holds one generator, "
                             "which translates one way only; drop the flag")
     # A bare generator, such as the authors': outputs are named after the file
-    # (photo_summer2winter_yosemite.png), and the official test script resizes to 256px.
+    # (photo_summer2winter_yosemite.png). The official test script runs them on photos resized to
+    # 256 x 256; we translate at a shorter side of 256px, keeping the aspect ratio.
     name = os.path.splitext(os.path.basename(path))[0]
     return generator_from_state_dict(state, path), name, 256
 
