@@ -62,7 +62,8 @@ def write_image(path, mode="RGB", size=(40, 36), value=None, fmt=None, exif=None
 def make_dataset(root, layout="official", n_x=3, n_y=4, n_test=2):
     """A small folder dataset in one of the two layouts, images of mixed kinds."""
     names = {"official": ("trainA", "trainB", "testA", "testB"),
-             "udacity": ("summer/summer", "winter/winter", "test_summer/x", "test_winter/x")}[layout]
+             "udacity": ("summer/summer", "winter/winter", "test_summer/x", "test_winter/x"),
+             }[layout]
     modes = ["RGB", "L", "RGBA", "P"]
     for folder, count in zip(names, (n_x, n_y, n_test, n_test)):
         for i in range(count):
@@ -117,7 +118,8 @@ def importable(name):
     """Is an optional package installed? (Found, not imported: importing ipykernel here would
     make cyclegan.in_notebook() true in this process.) Under CI it must be."""
     found = importlib.util.find_spec(name) is not None
-    assert found or os.environ.get("CI") != "true", f"CI must install {name} (README's test command)"
+    assert found or os.environ.get("CI") != "true", (
+        f"CI must install {name} (README's test command)")
     return found
 
 
@@ -180,7 +182,8 @@ def test_weights_are_initialised_from_normal_0_002():
     model = cyclegan.CycleGAN()
     weights = torch.cat([m.weight.flatten() for m in model.modules()
                          if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))])
-    biases = torch.cat([m.bias for m in model.modules() if hasattr(m, "bias") and m.bias is not None])
+    biases = torch.cat([m.bias for m in model.modules()
+                        if hasattr(m, "bias") and m.bias is not None])
     assert abs(weights.mean().item()) < 1e-4
     assert abs(weights.std().item() - 0.02) < 1e-4
     assert torch.count_nonzero(biases) == 0
@@ -448,7 +451,8 @@ def test_batches_come_from_the_decoded_cache_without_reading_files(tmp_path, mon
     x, y = data.batch(0, 0, 1, "cpu")
     crop = (x[0] + 1) * 127.5  # the crop is one of the cached pixels' windows
     cached = data.images_X.float()
-    windows = [cached[i, :, t:t + 32, l:l + 32] for i in range(3) for t in range(5) for l in range(5)]
+    windows = [cached[i, :, t:t + 32, l:l + 32]
+               for i in range(3) for t in range(5) for l in range(5)]
     assert any(torch.allclose(crop, w, atol=1e-3) or torch.allclose(crop, w.flip(-1), atol=1e-3)
                for w in windows)
 
@@ -590,7 +594,8 @@ def test_the_demo_check_fails_a_generator_that_ignores_its_input():
             return self.image.expand_as(x) + 0 * x
 
     model.G_XtoY, model.G_YtoX = Constant(winter), Constant(summer)
-    errors = cyclegan.demo_translation_errors(model, 32, cyclegan.Precision("fp32", torch.device("cpu")))
+    precision = cyclegan.Precision("fp32", torch.device("cpu"))
+    errors = cyclegan.demo_translation_errors(model, 32, precision)
     assert not demo_check_passes(errors), errors
 
 
@@ -614,7 +619,8 @@ def test_translate_scales_photos_to_the_size_the_model_learned(run_dir, capsys):
             "learned at; --translate-size original translates at their own size), and the "
             "translation carried back to the photo's own size (--small-output keeps it small)"
             ) in printed
-    assert "photos/phone.jpg -> translated/phone_YtoX.png (3000x4000, translated at 36x48)" in printed
+    assert ("photos/phone.jpg -> translated/phone_YtoX.png (3000x4000, translated at 36x48)"
+            in printed)
     assert "done: translated 4 images YtoX with runs/data/checkpoint.pt" in printed
     assert Image.open("translated/odd_YtoX.png").size == (301, 217)
     assert Image.open("translated/phone_YtoX.png").size == (3000, 4000)  # upright
@@ -946,7 +952,8 @@ def test_two_processes_apply_the_full_batch_gradients_at_every_iteration(tmp_pat
     make_dataset(tmp_path / "data")
     (tmp_path / "driver.py").write_text(RECORDING_DRIVER.format(here=HERE))
     result = torchrun(TWO_PROCESSES, [*TINY_RUN, "--pool-size", "0", "--max-iters", "6",
-                                      "--log-every", "1"], tmp_path, script=str(tmp_path / "driver.py"))
+                                      "--log-every", "1"], tmp_path,
+                      script=str(tmp_path / "driver.py"))
     assert result.returncode == 0, result.stderr[-3000:]
     records = [torch.load(tmp_path / f"records_{rank}.pt") for rank in (0, 1)]
     assert len(records[0]) == len(records[1]) == 6
@@ -1335,7 +1342,8 @@ def test_wrong_generator_files_give_one_line_errors(run_dir, capsys):
     torch.save({"weights": torch.zeros(3)}, "other.pth")
     open("text.pth", "w").write("<html>404 Not Found</html>")
     mixed = cyclegan.Generator(64, 2).state_dict()
-    mixed.update({k: v for k, v in cyclegan.Generator(32, 2).state_dict().items() if "conv_block" in k})
+    narrow = cyclegan.Generator(32, 2).state_dict()
+    mixed.update({k: v for k, v in narrow.items() if "conv_block" in k})
     torch.save(mixed, "mixed.pth")
     pretrained_file("truncated.pth")
     data = open("truncated.pth", "rb").read()
@@ -1414,11 +1422,13 @@ def test_the_demo_is_the_default_of_data_demo(run_dir, capsys):
     (["--pool-size", "-1"], "--pool-size -1: must be at least 0"),
     (["--lr", "0"], "--lr 0.0: must be positive"),
     (["--precision", "fp8"], "argument --precision: invalid choice: 'fp8'"),
-    (["--device", "tpu"], "--device tpu: not a device that torch can use on this machine; use auto"),
+    (["--device", "tpu"],
+     "--device tpu: not a device that torch can use on this machine; use auto"),
     (["--device", "cuda"], "--device cuda: not a device that torch can use on this machine"),
     (["--lambda", "3"], "ambiguous option: --lambda could match --lambda-cycle, --lambda-identity"),
     (["--colour"], "unrecognized arguments: --colour; see python cyclegan.py --help"),
-    (["--image_size", "64"], "unrecognized arguments: --image_size 64 (did you mean --image-size?)"),
+    (["--image_size", "64"],
+     "unrecognized arguments: --image_size 64 (did you mean --image-size?)"),
     (["--checkpoint", "runs/data/checkpoint.pt"], "--checkpoint applies to --translate only"),
     (["--resume", "--direction", "YtoX"], "--direction applies to --translate only"),
 ])
@@ -1454,7 +1464,8 @@ def test_ctrl_c_saves_and_the_printed_command_resumes(tmp_path):
     assert "\nstopped: " in text
     iteration = int(text.split("interrupted at iteration ")[1].split(",")[0])
     assert 3 <= iteration < 200
-    assert cyclegan.load_checkpoint(str(tmp_path / "runs/data/checkpoint.pt"))["iteration"] == iteration
+    checkpoint = str(tmp_path / "runs/data/checkpoint.pt")
+    assert cyclegan.load_checkpoint(checkpoint)["iteration"] == iteration
     command = text.split("resume with:\n")[1].splitlines()[0].strip()
     assert command == "python cyclegan.py --resume --out runs/data"
     result = command_line(shlex.split(command)[2:], tmp_path)  # exactly as printed
@@ -1539,7 +1550,8 @@ def test_pasted_into_a_jupyter_kernel(tmp_path):
     stopped with the kernel's interrupt, the printed main([...]) call that resumes it, and a
     translation."""
     if not importable("nbclient") or not importable("ipykernel"):  # under CI: a failure
-        pytest.skip("nbclient and ipykernel are not installed (README's test command installs them)")
+        pytest.skip("nbclient and ipykernel are not installed (README's test command installs "
+                    "them)")
     import nbformat
     from nbclient import NotebookClient
     write_image(str(tmp_path / "photo.jpg"), size=(50, 38))
@@ -1583,7 +1595,8 @@ def test_pasted_into_a_jupyter_kernel(tmp_path):
             shown = [o["data"]["text/plain"] for o in cell.outputs if "data" in o]
             assert all("\n" not in text for text in shown), shown  # not ~150 layers of repr
     assert 'main(["--data", "summer2winter"])' in outputs[0] and "done:" not in outputs[0]
-    assert outputs[1].startswith("error: no dataset for --data nowhere") and outputs[1].count("\n") == 1
+    assert outputs[1].startswith("error: no dataset for --data nowhere")
+    assert outputs[1].count("\n") == 1
     # 300 iterations logged every 10 and a grid every 100: a few lines of text, one progress
     # line and one picture, both updated in place
     assert outputs[2].strip().splitlines()[-1].startswith("done: 300 iterations")
@@ -1596,8 +1609,10 @@ def test_pasted_into_a_jupyter_kernel(tmp_path):
     newest = Image.open(io.BytesIO(base64.b64decode(pictures[0]["image/png"])))
     assert newest.size == Image.open(tmp_path / "runs/data/samples/iter_0000300.png").size
     assert "main(['--resume', '--out', 'runs/data2'])" in outputs[3]
-    assert notebook.cells[4].source == "main(['--resume', '--max-iters', '40', '--out', 'runs/data2'])"
-    assert "resumed at iteration" in outputs[4] and outputs[4].strip().splitlines()[-1].startswith("done:")
+    assert notebook.cells[4].source == (
+        "main(['--resume', '--max-iters', '40', '--out', 'runs/data2'])")
+    assert "resumed at iteration" in outputs[4]
+    assert outputs[4].strip().splitlines()[-1].startswith("done:")
     state = cyclegan.load_checkpoint(str(tmp_path / "runs/data2/checkpoint.pt"))
     assert state["iteration"] == 40 and state["settings"]["load_size"] == 36
     assert "translated 1 image XtoY with runs/data2/checkpoint.pt" in outputs[5]
@@ -1610,8 +1625,8 @@ SUMMER2WINTER_SIZE = 132_640_856
 
 
 class ZipServer:
-    """Serves {name: bytes} as /NAME.zip and /NAME.pth; a name in `cut_short` announces its full length but
-    sends only half, like a dropped connection. Counts the requests."""
+    """Serves {name: bytes} as /NAME.zip and /NAME.pth; a name in `cut_short` announces its full
+    length but sends only half, like a dropped connection. Counts the requests."""
 
     def __init__(self, files, cut_short=()):
         self.requests = 0
@@ -1686,7 +1701,8 @@ def test_download_succeeds_then_second_run_does_nothing(tmp_path, zip_server):
     server = zip_server({"mini": dataset_zip("mini")})
     result = run_download(tmp_path, server, "mini")
     assert result.returncode == 0, result.stderr
-    assert "no checksum is published for mini.zip: it is checked with unzip -t only" in result.stdout
+    assert ("no checksum is published for mini.zip: it is checked with unzip -t only"
+            in result.stdout)
     assert "trainA: 3 images" in result.stdout and "testB: 1 images" in result.stdout
     assert sorted(os.listdir(tmp_path / "datasets/mini/trainA")) == ["0.jpg", "1.jpg", "2.jpg"]
     assert leftovers(tmp_path) == ["mini"]
@@ -1726,7 +1742,8 @@ def test_known_datasets_must_match_their_size_and_checksum(tmp_path, zip_server)
     # a valid zip of exactly the right size, but not the real one: the SHA-256 catches it
     right_size = padded_zip("facades", 35_135_868)
     result = run_download(tmp_path, zip_server({"facades": right_size}), "facades")
-    assert result.returncode != 0 and "SHA-256" in result.stderr and "expected 9a31ebf" in result.stderr
+    assert result.returncode != 0 and "SHA-256" in result.stderr
+    assert "expected 9a31ebf" in result.stderr
     assert leftovers(tmp_path) == []
 
 
@@ -1803,7 +1820,8 @@ def test_failed_pretrained_downloads_leave_nothing_behind(tmp_path, zip_server, 
     good = pretrained_bytes(tmp_path)
     torch.save(cyclegan.Discriminator(8).state_dict(), tmp_path / "d.pth")
     files = {"html_page": b"<html><body>Service unavailable</body></html>",
-             "truncated": good[: len(good) // 2], "discriminator": (tmp_path / "d.pth").read_bytes()}
+             "truncated": good[: len(good) // 2],
+             "discriminator": (tmp_path / "d.pth").read_bytes()}
     server = zip_server({"horse2zebra": files[case]} if case in files else {})
     result = run_download(tmp_path, server, "pretrained", "horse2zebra")
     assert result.returncode != 0, result.stderr
