@@ -648,8 +648,9 @@ def print_demo_check(model, size, precision):
 # that size, and the translation is then carried back to the photo's own size as a colour
 # transform (section 10 says how, and what it cannot carry). The official test script instead
 # resizes every photo to 256 x 256, losing its aspect ratio; we keep the aspect ratio.
-# Two kinds of file hold generators: our checkpoint.pt (both, --direction picks one), and a bare
-# Generator state_dict such as the authors' published models (one generator, one direction).
+# Two kinds of file hold generators (load_generator, section 14): our checkpoint.pt (both,
+# --direction picks one), and a bare Generator state_dict such as the authors' published models
+# (one generator, one direction).
 
 def translate_image(generator, image):
     """(N, 3, H, W) in [-1, 1], any H and W -> translated, same shape."""
@@ -659,10 +660,9 @@ def translate_image(generator, image):
 
 
 def translate(options):
-    """--translate: each input image -> <out>/<stem>_<direction>.png, at the photo's own size. A
-    photo larger than the size the model learned at is translated scaled down to it: a model
-    trained on 143px images has learned textures of that scale, and barely changes a 4000x3000
-    photo whose textures are ~20x smaller (and needs gigabytes of memory for it)."""
+    """--translate: each input image -> <out>/<stem>_<direction>.png, at the photo's own size,
+    translated at the size the model learned at (or --translate-size). A 143px model barely
+    changes a 4000x3000 photo, whose textures are ~20x smaller than those it learned."""
     path = options.get("checkpoint")
     if path is None:
         data = options.get("data", DEFAULT_SETTINGS["data"][0])
@@ -699,29 +699,6 @@ def translate(options):
         print(f"{image_path} -> {target} ({sizes})")
     count = f"{len(inputs)} image{'s' * (len(inputs) != 1)}"
     print(f"done: translated {count} {suffix} with {path}")
-
-
-def load_generator(path, direction):
-    """-> (the Generator in the file at `path`, the suffix for the output names, the size in
-    pixels of the images it learned from)."""
-    state = read_torch_file(path)
-    if "settings" in state:  # our checkpoint: both generators, --direction picks one
-        direction = direction or "XtoY"
-        prefix = f"G_{direction}."
-        weights = {}
-        for key, value in state["model"].items():
-            if key.startswith(prefix):
-                weights[key.removeprefix(prefix)] = value
-        generator = generator_from_state_dict(weights, path)
-        return generator, direction, state["settings"]["load_size"]
-    if direction:
-        raise CycleGANError(f"--direction does not apply to {path}: it holds one generator, "
-                            "which translates one way only; drop the flag")
-    # A bare generator, such as the authors': outputs are named after the file
-    # (photo_summer2winter_yosemite.png). The official test script runs them on photos resized to
-    # 256 x 256; we translate at a shorter side of 256px, keeping the aspect ratio.
-    name = os.path.splitext(os.path.basename(path))[0]
-    return generator_from_state_dict(state, path), name, 256
 
 
 # ==============================================================================================
@@ -1450,6 +1427,29 @@ class NotebookDisplay:
 # loader reads. Their files, saved by older PyTorch, also hold instance-norm running statistics
 # that the network never uses (track_running_stats is off); like the official loader, we drop
 # them.
+
+def load_generator(path, direction):
+    """-> (the Generator in the file at `path`, the suffix for the output names, the size in
+    pixels of the images it learned from)."""
+    state = read_torch_file(path)
+    if "settings" in state:  # our checkpoint: both generators, --direction picks one
+        direction = direction or "XtoY"
+        prefix = f"G_{direction}."
+        weights = {}
+        for key, value in state["model"].items():
+            if key.startswith(prefix):
+                weights[key.removeprefix(prefix)] = value
+        generator = generator_from_state_dict(weights, path)
+        return generator, direction, state["settings"]["load_size"]
+    if direction:
+        raise CycleGANError(f"--direction does not apply to {path}: it holds one generator, "
+                            "which translates one way only; drop the flag")
+    # A bare generator, such as the authors': outputs are named after the file
+    # (photo_summer2winter_yosemite.png). The official test script runs them on photos resized to
+    # 256 x 256; we translate at a shorter side of 256px, keeping the aspect ratio.
+    name = os.path.splitext(os.path.basename(path))[0]
+    return generator_from_state_dict(state, path), name, 256
+
 
 def generator_from_state_dict(state, path):
     """A Generator state_dict in the official naming -> Generator, its size read from the keys;
