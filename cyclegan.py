@@ -1056,11 +1056,6 @@ def start_torchrun_or_choose_device(device_name):
                         "(cuda:LOCAL_RANK); use --device auto, cuda or cpu")
 
 
-def end_torchrun():
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def for_this_process(model, seed):
     """What train_step runs. Alone: the model itself. Under torchrun: its four networks, each in
     DDP; and every process but the first gets a random stream of its own, so that the processes'
@@ -1800,7 +1795,8 @@ def train_from_flags(typed):
             args, run_folder, checkpoint, introduction = from_first_process(prepared)
             model = train(args, run_folder, checkpoint, introduction, stop, device)
     finally:
-        end_torchrun()
+        if dist.is_initialized():  # under torchrun: leave the other processes
+            dist.destroy_process_group()
     if stop.stopping:
         if not in_notebook():
             raise SystemExit(130)
