@@ -550,9 +550,10 @@ class Training:
 
 def train(args, run_folder, checkpoint, introduction, stop, device):
     """Trains a new run in `run_folder`, or continues the one in `checkpoint`; returns the model.
-    Setting up (the networks, the data, a checkpoint restored) and the closing lines are
-    machinery (section 13); `stop` turns Ctrl-C into a request that the loop honours (section
-    16)."""
+    Every so many iterations it writes a progress line, a sample grid (rows x, G(x), F(G(x)), y,
+    F(y), G(F(y)) of fixed test images) and the checkpoint. Setting up (the networks, the data, a
+    checkpoint restored), these outputs and the closing lines are machinery (section 13); `stop`
+    turns Ctrl-C into a request that the loop honours (section 16)."""
     training, data, test_X, test_Y, last = set_up_training(args, checkpoint, introduction, device)
     iterations_per_epoch = data.iterations_per_epoch(args.batch_size)
     writes = process_rank() == 0  # under torchrun only the first process writes files
@@ -583,18 +584,6 @@ def train(args, run_folder, checkpoint, introduction, stop, device):
             save_training(run_folder, training, args, log)
     finish_training(run_folder, training, args, log, stop, test_X, test_Y)
     return training.model
-
-
-def save_sample_grid(model, test_X, test_Y, precision, path):
-    """Rows: x, G(x), F(G(x)), y, F(y), G(F(y)) for fixed test images, each row labelled. The
-    same images every time, so that grids from different iterations can be compared: G(x) shows
-    the translation, F(G(x)) how well the cycle brings x back."""
-    with torch.no_grad(), precision.autocast():
-        fake_Y = model.G_XtoY(test_X)
-        fake_X = model.G_YtoX(test_Y)
-        rows = [test_X, fake_Y, model.G_YtoX(fake_Y), test_Y, fake_X, model.G_XtoY(fake_X)]
-    grid = vutils.make_grid(torch.cat(rows).float().cpu(), nrow=len(test_X), pad_value=-1)
-    save_png(to_pixels(grid), path, ["x", "G(x)", "F(G(x))", "y", "F(y)", "G(F(y))"])
 
 
 # --- 7. Did it learn? A task whose answers are known -----------------------------------------
@@ -631,14 +620,6 @@ def demo_translation_errors(model, size, precision, count=64):
               "average_XtoY": (y.mean(0) - y).abs().mean(),
               "average_YtoX": (x.mean(0) - x).abs().mean()}
     return {name: error.item() for name, error in errors.items()}
-
-
-def print_demo_check(model, size, precision):
-    """The end of a demo run: how close its translations came to the true answers."""
-    errors = demo_translation_errors(model, size, precision)
-    print(f"demo check, mean |error| on 64 held-out scenes: G(x) vs true y {errors['XtoY']:.3f}, "
-          f"F(y) vs true x {errors['YtoX']:.3f}; doing nothing {errors['identity']:.3f}, "
-          f"average target image {errors['average_XtoY']:.3f} / {errors['average_YtoX']:.3f}")
 
 
 # --- 8. Using the trained model ---------------------------------------------------------------
@@ -1390,6 +1371,18 @@ class ProgressLog:
         return line
 
 
+def save_sample_grid(model, test_X, test_Y, precision, path):
+    """Rows: x, G(x), F(G(x)), y, F(y), G(F(y)) for fixed test images, each row labelled. The
+    same images every time, so that grids from different iterations can be compared: G(x) shows
+    the translation, F(G(x)) how well the cycle brings x back."""
+    with torch.no_grad(), precision.autocast():
+        fake_Y = model.G_XtoY(test_X)
+        fake_X = model.G_YtoX(test_Y)
+        rows = [test_X, fake_Y, model.G_YtoX(fake_Y), test_Y, fake_X, model.G_XtoY(fake_X)]
+    grid = vutils.make_grid(torch.cat(rows).float().cpu(), nrow=len(test_X), pad_value=-1)
+    save_png(to_pixels(grid), path, ["x", "G(x)", "F(G(x))", "y", "F(y)", "G(F(y))"])
+
+
 class NotebookDisplay:
     """In Jupyter or Colab: the progress line and the newest sample grid, each one output that
     is updated in place, instead of thousands of lines. IPython is there in every kernel."""
@@ -1674,6 +1667,14 @@ def draw_demo_dataset(args):
     test_X = to_model_range(demo_images(DEMO_TEST_FIRST, 4, args.image_size, "summer"))
     test_Y = to_model_range(demo_images(DEMO_TEST_FIRST + 4, 4, args.image_size, "winter"))
     return UnpairedImages(images_X, images_Y, args.image_size, args.seed), test_X, test_Y
+
+
+def print_demo_check(model, size, precision):
+    """The end of a demo run: how close its translations came to the true answers."""
+    errors = demo_translation_errors(model, size, precision)
+    print(f"demo check, mean |error| on 64 held-out scenes: G(x) vs true y {errors['XtoY']:.3f}, "
+          f"F(y) vs true x {errors['YtoX']:.3f}; doing nothing {errors['identity']:.3f}, "
+          f"average target image {errors['average_XtoY']:.3f} / {errors['average_YtoX']:.3f}")
 
 
 def write_demo_photos(run_folder, size):
