@@ -83,8 +83,7 @@ summer2winter_yosemite 132640856 167fe1726807a9d22bd106b4a6c0bd7953b688af924ac1b
 ukiyoe2photo 292946532 02a2a2fb5ecf425ca1bf86aca7304377da64a2a1d3b86df54eb65e4068bf3b08
 vangogh2photo 306590349 362c3473e70be0944bda08d49d660eafdc2854df55d697835b8186d1d79caaff
 "
-EXPECTED_SIZE=""
-EXPECTED_SHA256=""
+# Both stay empty for a name without a line.
 read -r _ EXPECTED_SIZE EXPECTED_SHA256 <<< "$(echo "$CHECKSUMS" | grep "^$NAME " || true)"
 
 TARGET="datasets/$NAME"
