@@ -45,7 +45,7 @@ slow = pytest.mark.slow
 
 # --- helpers ----------------------------------------------------------------------------------
 
-def write_image(path, mode="RGB", size=(40, 36), value=None, fmt=None, exif=None):
+def write_image(path, mode="RGB", size=(40, 36), value=None):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     gen = torch.Generator().manual_seed(zlib.crc32(str(path).encode()))  # same pixels every run
     if mode == "I;16":
@@ -55,7 +55,7 @@ def write_image(path, mode="RGB", size=(40, 36), value=None, fmt=None, exif=None
         image = Image.fromarray(rgb, "RGB").convert(mode)
     if mode == "P" and value == "transparent":
         image.info["transparency"] = 0
-    image.save(path, fmt, **({"exif": exif} if exif is not None else {}))
+    image.save(path)
     return path
 
 
@@ -123,9 +123,9 @@ def importable(name):
     return found
 
 
-def command_line(args, cwd, **kwargs):
+def command_line(args, cwd):
     return subprocess.run([sys.executable, os.path.join(HERE, "cyclegan.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300, **kwargs)
+                          capture_output=True, text=True, timeout=300)
 
 
 # --- 1. Networks ------------------------------------------------------------------------------
