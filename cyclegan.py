@@ -903,18 +903,6 @@ def fit_colour_maps(small_input, small_output, radius=GUIDE_RADIUS, eps=GUIDE_EP
     return box_mean(torch.cat([A.reshape(9, height, width), b]), radius)
 
 
-def save_translation(photo, small_input, translated, path, small_output):
-    """Writes the translation of `photo` (uint8) that the generator made of `small_input` (both
-    in [-1, 1]): carried back to the photo's size if it was made smaller and not small_output,
-    else as it is. -> its size, and the size it was translated at if that differs."""
-    height, width = translated.shape[1:]
-    if small_input.shape == photo.shape or small_output:
-        save_png(to_pixels(translated), path)
-        return f"{width}x{height}"
-    save_png(apply_colour_maps(fit_colour_maps(small_input, translated), photo), path)
-    return f"{photo.shape[2]}x{photo.shape[1]}, translated at {width}x{height}"
-
-
 def apply_colour_maps(maps, photo, rows=256):
     """(12, h, w) maps from fit_colour_maps, (3, H, W) uint8 photo -> its translation, (3, H, W)
     uint8. The maps are scaled up bilinearly (pixel centres aligned, as F.interpolate does), a
@@ -931,6 +919,18 @@ def apply_colour_maps(maps, photo, rows=256):
         A = strip_maps[:9].view(3, 3, *p.shape[1:])
         out[:, top:top + rows] = to_pixels((A * p[None]).sum(1) + strip_maps[9:])
     return out
+
+
+def save_translation(photo, small_input, translated, path, small_output):
+    """Writes the translation of `photo` (uint8) that the generator made of `small_input` (both
+    in [-1, 1]): carried back to the photo's size if it was made smaller and not small_output,
+    else as it is. -> its size, and the size it was translated at if that differs."""
+    height, width = translated.shape[1:]
+    if small_input.shape == photo.shape or small_output:
+        save_png(to_pixels(translated), path)
+        return f"{width}x{height}"
+    save_png(apply_colour_maps(fit_colour_maps(small_input, translated), photo), path)
+    return f"{photo.shape[2]}x{photo.shape[1]}, translated at {width}x{height}"
 
 
 # --- 11. Hardware and precision ---------------------------------------------------------------
@@ -1045,7 +1045,8 @@ def for_this_process(model, seed):
     history pools draw differently (the weights were initialised before, from the shared seed)."""
     if not dist.is_initialized():
         return model
-    torch.manual_seed(seed * 1_000_003 + process_rank())
+    if process_rank() > 0:  # the first process draws as a run of one process would
+        torch.manual_seed(seed * 1_000_003 + process_rank())
     return DistributedNetworks(model, next(model.parameters()).device)
 
 
@@ -1733,9 +1734,9 @@ def build_arg_parser():
     parser.add_argument("--direction", choices=["XtoY", "YtoX"],
                         help="for --translate with a checkpoint.pt: XtoY (default) or YtoX")
     parser.add_argument("--translate-size", type=size_or_original, metavar="PIXELS",
-                        help="for --translate: photos larger than this are scaled down to this "
+                        help="for --translate: photos larger than this are translated at this "
                              "shorter side (default: the size the model learned at, its load "
-                             "size; 256 for the authors' files); 'original' keeps each photo's")
+                             "size; 256 for the authors' files); 'original': at each photo's own")
     parser.add_argument("--small-output", action="store_true",
                         help="for --translate: write the translation at the size it was made at, "
                              "not carried back to the photo's own size")
@@ -1753,9 +1754,12 @@ def check_flags_apply(typed):
         if "translate" in typed and key not in TRANSLATE_FLAGS:
             raise CycleGANError(f"{flag(key)} does not apply to --translate, which only uses a "
                                 "trained model; drop it")
-        if "translate" not in typed and key in TRANSLATE_FLAGS[1:5]:
+        if "translate" not in typed and key in TRANSLATE_FLAGS[1:5]:  # checkpoint ... small_output
             raise CycleGANError(f"{flag(key)} applies to --translate only; to continue a "
                                 "training run, use --resume (with --out RUN_FOLDER)")
+    if typed.get("small_output") and typed.get("translate_size") == "original":
+        raise CycleGANError("--small-output does nothing with --translate-size original, which "
+                            "translates at the photo's own size; drop one of them")
 
 
 def size_or_original(text):
@@ -1794,7 +1798,7 @@ def train_from_flags(typed):
     output = sys.stdout if first_process else open(os.devnull, "w")
     try:
         with contextlib.redirect_stdout(output), StopOnCtrlC() as stop:
-            prepared = prepare_run(typed) if process_rank() == 0 else None
+            prepared = prepare_run(typed) if first_process else None
             args, run_folder, checkpoint, introduction = from_first_process(prepared)
             model = train(args, run_folder, checkpoint, introduction, stop, device)
     finally:

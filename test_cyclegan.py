@@ -761,6 +761,7 @@ def test_a_dataset_too_large_for_memory_is_refused_before_decoding(run_dir, caps
     decoded; with 8 GB available the run stops before decoding any, with both numbers. Under
     torchrun each process on the machine holds its own copy: 15,000 images fit alone, not twice."""
     real_list_images = cyclegan.list_images
+    real_available_memory = cyclegan.available_memory
 
     def many_images(folder, count):
         if "train" not in folder:
@@ -779,9 +780,8 @@ def test_a_dataset_too_large_for_memory_is_refused_before_decoding(run_dir, caps
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     with pytest.raises(cyclegan.CycleGANError, match=r"need 7.4 GB .*in each of 2 processes"):
         cyclegan.check_memory_for_images(["data/trainA", "data/trainB"], 286)
-    monkeypatch.undo()
     if os.path.exists("/proc/meminfo"):  # the real figure, read from Linux
-        assert 1e8 < cyclegan.available_memory() < 1e13
+        assert 1e8 < real_available_memory() < 1e13
 
 
 def test_empty_domain_folder_is_named(run_dir, capsys):
@@ -1512,6 +1512,11 @@ def test_flags_that_do_not_apply_are_refused(run_dir, capsys, monkeypatch):
                      "model; drop it\n")
     error = fails_with(["--translate", "photo.jpg", "--resume"], capsys)
     assert "--resume does not apply to --translate" in error
+    error = fails_with(["--translate", "photo.jpg", "--small-output", "--translate-size",
+                        "original"], capsys)
+    assert error.startswith("error: --small-output does nothing with --translate-size original")
+    error = fails_with(["--small-output"], capsys)
+    assert error.startswith("error: --small-output applies to --translate only")
     # under torchrun (which sets WORLD_SIZE) --translate would run once per process: refused, and
     # the translate command that a run prints is a plain one
     monkeypatch.setenv("WORLD_SIZE", "2")
