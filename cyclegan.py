@@ -46,10 +46,13 @@ import math
 import os
 import re
 import shlex
+import shutil
 import signal
 import statistics
 import sys
+import tempfile
 import time
+import zlib
 
 import torch
 import torch.distributed as dist
@@ -502,7 +505,7 @@ def load_dataset(args):
     if args.data == "demo":
         return draw_demo_dataset(args)
     train_X, train_Y, test_X, test_Y = find_domain_folders(args.data)
-    check_memory_for_images([train_X, train_Y], args.load_size)  # before hours of decoding
+    check_memory_for_images([train_X, train_Y], args.load_size)  # before any is decoded
     images_X = load_folder(train_X, args.load_size)
     images_Y = load_folder(train_Y, args.load_size)
     test_images_X = load_folder(test_X, args.load_size, 4) if list_images(test_X) else images_X[:4]
@@ -647,7 +650,8 @@ def translate(options):
     path = options.get("checkpoint")
     if path is None:
         data = options.get("data", DEFAULT_SETTINGS["data"][0])
-        path = os.path.join(latest_run_folder(data), "checkpoint.pt")
+        path = os.path.join(latest_run_folder(data, ", a model file with --checkpoint FILE"),
+                            "checkpoint.pt")
     generator, suffix, learned_size = load_generator(path, options.get("direction"))
     inputs = gather_images(options["translate"])
     size = options.get("translate_size", learned_size)
@@ -667,19 +671,43 @@ def translate(options):
     generator = generator.to(device).eval()
     out_folder = options.get("out", "translated")
     os.makedirs(out_folder, exist_ok=True)
+    failed = 0
     for image_path in inputs:  # one at a time: photos differ in size
-        photo = load_image(image_path)
-        small = photo if size == "original" else scale_down(photo, size)
-        image = to_model_range(small.to(device))[None]
+        stem = os.path.splitext(os.path.basename(image_path))[0]
+        # If that name is taken, the next free one (photo_XtoY2.png): nothing is overwritten.
+        target = first_free(os.path.join(out_folder, f"{stem}_{suffix}"), ".png")
+        try:
+            sizes = translate_file(generator, image_path, target, size, precision, small_output)
+            print(f"{image_path} -> {target} ({sizes})")
+        except CycleGANError as error:  # this photo only: the others are still translated
+            if isinstance(error, WriteFailed):  # a full disk: the next writes would fail too
+                raise
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+    count = f"{len(inputs)} image{'s' * (len(inputs) != 1)}"
+    if failed:
+        raise CycleGANError(f"{failed} of {count} could not be translated (the lines above); the "
+                            f"other {len(inputs) - failed} are in {out_folder}/")
+    print(f"done: translated {count} {suffix} with {path}")
+
+
+def translate_file(generator, image_path, target, size, precision, small_output):
+    """One photo -> its translation, written to `target` with the photo's transparency, if any.
+    -> the sizes, for the printed line."""
+    photo, alpha = load_image(image_path, with_alpha=True)
+    small = photo if size == "original" else scale_down(photo, size)
+    device = next(generator.parameters()).device
+    check_translatable(image_path, small, generator, device, size)  # size and memory
+    image = to_model_range(small.to(device))[None]
+    try:
         with torch.no_grad(), precision.autocast():
             translated = translate_image(generator, image)[0].float()
-        stem = os.path.splitext(os.path.basename(image_path))[0]
-        target = os.path.join(out_folder, f"{stem}_{suffix}.png")
-        # At the photo's own size (section 10), unless --small-output asks for the small one.
-        sizes = save_translation(photo, image[0].cpu(), translated.cpu(), target, small_output)
-        print(f"{image_path} -> {target} ({sizes})")
-    count = f"{len(inputs)} image{'s' * (len(inputs) != 1)}"
-    print(f"done: translated {count} {suffix} with {path}")
+    except torch.OutOfMemoryError:
+        raise CycleGANError(f"out of memory translating {image_path} at {small.shape[2]}x"
+                            f"{small.shape[1]} on {device_and_memory(device)}; "
+                            + smaller_translation(size)) from None
+    # At the photo's own size (section 10), unless --small-output asks for the small one.
+    return save_translation(photo, alpha, image[0].cpu(), translated.cpu(), target, small_output)
 
 
 # ==============================================================================================
@@ -740,19 +768,24 @@ def find_domain_folders(data):
                         f"(testA/ testB/) or summer/ winter/ (test_summer/ test_winter/); {hint}")
 
 
-def load_image(path, load_size=None):
+def load_image(path, load_size=None, with_alpha=False):
     """Any image file -> upright (3, H, W) uint8 tensor; or an error that names the file.
-    load_size: resized to load_size x load_size (for training)."""
+    load_size: resized to load_size x load_size (for training). with_alpha: -> (the pixels, their
+    (1, H, W) transparency or None), for translations that keep it."""
     try:
         with Image.open(path) as img:
             # Phones store photos sideways and note the turn in an EXIF tag that every photo
             # viewer applies; so do we, or portraits would train and translate lying down.
             img = ImageOps.exif_transpose(img)  # this decodes too: a truncated file fails here
+            alpha = None
+            if with_alpha and (img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info):
+                alpha = TF.pil_to_tensor(img.convert("RGBA"))[3:]
             img = to_rgb(img)
             # Bicubic, as in the official code. For training, smaller images are scaled up.
             if load_size:
                 img = img.resize((load_size, load_size), Image.BICUBIC)
-            return TF.pil_to_tensor(img)
+            pixels = TF.pil_to_tensor(img)
+            return (pixels, alpha) if with_alpha else pixels
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise CycleGANError(f"cannot read image {path}: {error}; delete or replace it") from None
 
@@ -793,7 +826,34 @@ def save_png(pixels, path, row_labels=()):
         for row, label in enumerate(row_labels):
             draw.text((3, row * row_height + row_height / 2 - 6), label, fill="black")
         picture = labelled
-    picture.save(path)
+    write_file(path, lambda f: picture.save(f, format="PNG"))
+
+
+class WriteFailed(CycleGANError):
+    """A file could not be written (a full disk, a folder without permission)."""
+
+
+def write_file(path, write):
+    """Every file this program writes goes through here. write(f) fills a temporary file beside
+    `path`, which is forced onto the disk (fsync) and only then renamed over `path`: a rename
+    within one folder is atomic, so a kill at any moment leaves the old file or the new one whole.
+    A write that fails (a full disk is the usual end of a long run) removes the temporary file and
+    raises WriteFailed, which says how much space is left."""
+    temporary = path + ".tmp"
+    try:
+        with open(temporary, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        folder = os.path.dirname(path) or "."
+        reason = error.strerror if isinstance(error, OSError) else "the write stopped part-way"
+        with contextlib.suppress(OSError):
+            reason += f", {shutil.disk_usage(folder).free / 1e6:.1f} MB free in {folder}/"
+        raise WriteFailed(f"cannot write {path} ({reason})") from None
 
 
 def load_folder(folder, load_size, limit=None):
@@ -803,38 +863,88 @@ def load_folder(folder, load_size, limit=None):
     if not paths:
         raise CycleGANError(f"no images in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)})")
     print(f"decoding {len(paths)} images in {folder}", flush=True)
-    return torch.stack([load_image(path, load_size) for path in paths])
+    images = torch.empty(len(paths), 3, load_size, load_size, dtype=torch.uint8)
+    for index, path in enumerate(paths):  # into place: the domain is never in memory twice
+        images[index] = load_image(path, load_size)
+    return images
 
 
-def available_memory():
-    """Bytes of memory that this machine can give a new program without swapping: Linux's
-    MemAvailable. None elsewhere, where the check below is skipped."""
+MEMINFO = "/proc/meminfo"  # Linux: the whole machine's memory
+# A container's memory (Docker, Kubernetes, many hosted notebooks) is limited by its cgroup, often
+# far below what /proc/meminfo shows. Per cgroup version (2, then 1): the limit, the usage, and
+# the statistics with the page cache that the kernel can drop (which docker stats also leaves out).
+CGROUP_MEMORY_FILES = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current",
+     "/sys/fs/cgroup/memory.stat", "inactive_file"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+     "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file"))
+
+
+def number_in_file(path, key=None):
+    """The number in a file of one number, or after `key` on one of its lines; None if the file,
+    the line or the number is missing (a cgroup without a limit says "max")."""
     try:
-        with open("/proc/meminfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024  # given in kB
+                words = line.split() or [""]
+                if key is None or words[0] == key:
+                    number = words[0] if key is None else words[1]
+                    return int(number) if number.isdigit() else None
     except OSError:
         pass
     return None
 
 
+def available_memory(device=torch.device("cpu")):
+    """Bytes that a new allocation can have without swapping or being killed: on a CUDA GPU its
+    free memory; elsewhere the least of Linux's MemAvailable and each cgroup's limit minus its
+    usage. None where nothing tells us (not Linux): the checks below are then skipped."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    kilobytes = number_in_file(MEMINFO, "MemAvailable:")
+    candidates = [] if kilobytes is None else [kilobytes * 1024]
+    for limit_file, usage_file, stat_file, cache_key in CGROUP_MEMORY_FILES:
+        limit = number_in_file(limit_file)
+        usage = number_in_file(usage_file)
+        if limit is not None and usage is not None:
+            candidates.append(limit - usage + (number_in_file(stat_file, cache_key) or 0))
+    return min(candidates, default=None)
+
+
+def device_and_memory(device):
+    """'cuda:0 (15.8 GB)': a device and its total memory (a Mac's GPU shares the machine's)."""
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+    elif hasattr(os, "sysconf"):  # not on Windows
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    else:
+        return str(device)
+    return f"{device} ({total / 1e9:.1f} GB)"
+
+
+def check_memory(needed, what, advice, device=torch.device("cpu"), share=1.0):
+    """Refuses work that would need more than `share` of the memory available to it, before it
+    starts: otherwise the kernel kills the program part-way, without a message, or CUDA fails
+    half-way through. `what` needs `needed` bytes; `advice` says what to lower."""
+    available = available_memory(device)
+    if available is not None and needed > share * available:
+        portion = "" if share == 1 else f"{share:.0%} of "
+        raise CycleGANError(f"{what}: about {needed / 1e9:.1f} GB of memory needed, more than "
+                            f"{portion}the {available / 1e9:.1f} GB available on {device}; "
+                            f"{advice}")
+
+
 def check_memory_for_images(folders, load_size):
-    """Refuses a dataset whose decoded images would need more than half of the memory this machine
-    has available, before any is decoded: otherwise the kernel kills the run part-way, without a
-    message. Under torchrun every process on the machine decodes its own copy. The other half is
-    for the networks, Adam's state and everything else (a 128px run with a 135 MB cache peaked at
-    1.6 GB: .ci/benchmark.py's docstring)."""
+    """Refuses a dataset whose decoded images would need more than half of the available memory.
+    Under torchrun every process on the machine decodes its own copy. The other half is for the
+    networks, Adam's state and everything else (a 128px run with a 135 MB cache peaked at 1.6 GB:
+    .ci/benchmark.py's docstring)."""
     count = sum(len(list_images(folder)) for folder in folders)
     copies = int(os.environ.get("LOCAL_WORLD_SIZE", 1))  # torchrun's processes on this machine
     needed = count * 3 * load_size ** 2 * copies  # uint8: one byte per value
-    available = available_memory()
-    if available is not None and needed > available / 2:
-        per_process = f", in each of {copies} processes" if copies > 1 else ""
-        raise CycleGANError(f"the training images need {needed / 1e9:.1f} GB of memory decoded "
-                            f"({count:,} images at {load_size}px{per_process}), more than half "
-                            f"of the {available / 1e9:.1f} GB this machine has available; use a "
-                            "smaller --load-size, or fewer images")
+    per_process = f", in each of {copies} processes" if copies > 1 else ""
+    check_memory(needed, f"the training images ({count:,} at {load_size}px{per_process}) decoded",
+                 "use a smaller --load-size, or fewer images", share=0.5)
 
 
 def gather_images(paths):
@@ -903,11 +1013,14 @@ def fit_colour_maps(small_input, small_output, radius=GUIDE_RADIUS, eps=GUIDE_EP
     return box_mean(torch.cat([A.reshape(9, height, width), b]), radius)
 
 
-def apply_colour_maps(maps, photo, rows=256):
+def apply_colour_maps(maps, photo, strip_pixels=2 ** 20):
     """(12, h, w) maps from fit_colour_maps, (3, H, W) uint8 photo -> its translation, (3, H, W)
     uint8. The maps are scaled up bilinearly (pixel centres aligned, as F.interpolate does), a
-    strip of rows at a time, so that memory stays small whatever the photo's size."""
+    strip of whole rows of about strip_pixels at a time, so that the working memory stays the
+    same whatever the photo's size or shape: measured above the photo and the output, 148-169 MB
+    at 4000x3000, 50,000x300 and 50,000x40 (strips of 256 rows took 1.4 GB at 50,000x300)."""
     height, width = photo.shape[1:]
+    rows = max(1, strip_pixels // width)
     out = torch.empty_like(photo)
     xs = (torch.arange(width) + 0.5) / width * 2 - 1  # grid_sample's coordinates, -1 to 1
     for top in range(0, height, rows):
@@ -921,16 +1034,49 @@ def apply_colour_maps(maps, photo, rows=256):
     return out
 
 
-def save_translation(photo, small_input, translated, path, small_output):
+def save_translation(photo, alpha, small_input, translated, path, small_output):
     """Writes the translation of `photo` (uint8) that the generator made of `small_input` (both
     in [-1, 1]): carried back to the photo's size if it was made smaller and not small_output,
-    else as it is. -> its size, and the size it was translated at if that differs."""
+    else as it is; with the photo's transparency `alpha`, if any. -> its size, and the size it was
+    translated at if that differs."""
     height, width = translated.shape[1:]
     if small_input.shape == photo.shape or small_output:
-        save_png(to_pixels(translated), path)
-        return f"{width}x{height}"
-    save_png(apply_colour_maps(fit_colour_maps(small_input, translated), photo), path)
-    return f"{photo.shape[2]}x{photo.shape[1]}, translated at {width}x{height}"
+        pixels = to_pixels(translated)
+        sizes = f"{width}x{height}"
+    else:
+        pixels = apply_colour_maps(fit_colour_maps(small_input, translated), photo)
+        sizes = f"{photo.shape[2]}x{photo.shape[1]}, translated at {width}x{height}"
+    if alpha is not None:  # scaled as the photo was (the same shorter side), and kept
+        pixels = torch.cat([pixels, scale_down(alpha, min(pixels.shape[1:]))])
+    save_png(pixels, path)
+    return sizes
+
+
+# The smallest side the generator accepts, after translate_image's padding to a multiple of 4:
+# measured, sides 1 to 9; at 4 pixels the first layer's reflection pad of 3 fails.
+SMALLEST_SIDE = 5
+# The memory that a generator needs to translate at a photo's own size, measured on the CPU in
+# fp32 with 9 blocks (peak resident memory above the start): 891-905 MB per megapixel with 64
+# filters, 453 with 32, 235 with 16: about 14 bytes per pixel per filter (bf16: about 10).
+TRANSLATION_BYTES_PER_PIXEL_PER_FILTER = 14
+
+
+def check_translatable(path, small, generator, device, size):
+    """Refuses a photo too small for the generator, or too large for the memory available."""
+    height, width = small.shape[1:]
+    if min(height, width) < SMALLEST_SIDE:
+        raise CycleGANError(f"{path} is {width}x{height} pixels, too small to translate: the "
+                            f"generator needs at least {SMALLEST_SIDE} on each side")
+    filters = generator.model[1].out_channels
+    needed = TRANSLATION_BYTES_PER_PIXEL_PER_FILTER * filters * height * width
+    check_memory(needed, f"translating {path} at {width}x{height}", smaller_translation(size),
+                 device)
+
+
+def smaller_translation(size):
+    if size == "original":
+        return "drop --translate-size original, to translate it scaled down"
+    return "use a smaller --translate-size"
 
 
 # --- 11. Hardware and precision ---------------------------------------------------------------
@@ -1114,6 +1260,22 @@ class DiscriminatorInDDP(nn.Module):
         return self.ddp.module(images)
 
 
+def first_report_on_this_machine(message):
+    """Whether this process should print `message`: alone, yes; under torchrun, only the first of
+    this machine's processes to report that same message (a bad flag fails in every process), so
+    that an error raised in any process is printed, once per machine. The first to report leaves
+    a marker file, named after the message and this machine's torchrun agent, which the others
+    find."""
+    if int(os.environ.get("LOCAL_WORLD_SIZE", 1)) == 1:
+        return True
+    name = f"cyclegan-error-{os.getppid()}-{zlib.crc32(message.encode()):08x}"
+    try:  # O_EXCL: creating the file fails if it exists, atomically
+        os.close(os.open(os.path.join(tempfile.gettempdir(), name), os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return False
+    return True
+
+
 def torchrun_command(arguments):
     """The torchrun command that started this run (read from its process, on Linux), with these
     arguments for cyclegan.py; or a generic one."""
@@ -1180,6 +1342,24 @@ def finish_training(run_folder, training, args, log, stop, test_X, test_Y):
               f"resume with:\n  {command_to_run(['--resume', '--out', run_folder])}")
 
 
+def training_fault(error, args, device, run_folder):
+    """A full disk or a device out of memory during training -> one line: what happened, what
+    to do, and the command that resumes from the last checkpoint. The loop saves only between
+    iterations, so an iteration that failed half-way is never saved."""
+    if isinstance(error, WriteFailed):
+        what = f"{error}; free some space"
+    else:
+        what = (f"out of memory on {device_and_memory(device)} with {args.image_size}px crops, "
+                f"batch {args.batch_size}, {args.n_blocks} residual blocks, {args.ngf} filters; "
+                "start a new run with a smaller --batch-size, --image-size or --n-blocks, or use "
+                "a device with more memory")
+    checkpoint = os.path.join(run_folder, "checkpoint.pt")
+    if not os.path.isfile(checkpoint):
+        return f"{what}; no checkpoint had been saved yet"
+    return (f"{what}; {checkpoint} keeps the last saved state, resume with: "
+            + command_to_run(["--resume", "--out", run_folder]))
+
+
 def checkpoint_parts(training):
     """The parts of a training that have a state_dict, by their names in the checkpoint."""
     return {"model": training.model, "optimizer_G": training.opt_G,
@@ -1201,7 +1381,7 @@ def save_training(run_folder, training, args, log):
     state["iteration"] = training.iteration
     state["settings"] = vars(args)
     state["processes"] = every_process
-    save_checkpoint(os.path.join(run_folder, "checkpoint.pt"), state)
+    write_file(os.path.join(run_folder, "checkpoint.pt"), lambda f: torch.save(state, f))
 
 
 def restore_training(training, checkpoint):
@@ -1223,17 +1403,6 @@ def restore_training(training, checkpoint):
     training.pool_X.images = [image.to(training.device) for image in own["pool_X"]]
     training.pool_Y.images = [image.to(training.device) for image in own["pool_Y"]]
     torch.set_rng_state(own["rng"])
-
-
-def save_checkpoint(path, state):
-    """Atomic save: a kill at any moment leaves either the old checkpoint or the new one whole."""
-    # Write everything to a temporary file beside the checkpoint, force it onto the disk (fsync),
-    # and only then rename it over the old one: a rename within one folder is atomic.
-    with open(path + ".tmp", "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + ".tmp", path)
 
 
 def read_torch_file(path):
@@ -1288,8 +1457,8 @@ class ProgressLog:
         if self.writes:
             os.makedirs(f"{run_folder}/samples", exist_ok=True)
         if iteration == 0 and self.writes:  # a resumed run appends to its losses.csv
-            with open(f"{run_folder}/losses.csv", "w") as f:
-                print("iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it", sep=",", file=f)
+            header = ",".join(["iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it"]) + "\n"
+            write_file(f"{run_folder}/losses.csv", lambda f: f.write(header.encode()))
 
     def add(self, losses, step_seconds):
         self.losses.append(losses)
@@ -1345,10 +1514,13 @@ class ProgressLog:
             print(line, flush=True)
         learning_rate_now = training.opt_G.param_groups[0]["lr"]
         median_step = statistics.median(self.step_times[-50:])
-        with open(f"{self.run_folder}/losses.csv", "a") as f:
-            print(training.iteration, epoch + 1, f"{learning_rate_now:.6g}",
-                  *(f"{means[name]:.5f}" for name in LOSS_NAMES), f"{median_step:.4f}", sep=",",
-                  file=f)
+        row = [training.iteration, epoch + 1, f"{learning_rate_now:.6g}",
+               *(f"{means[name]:.5f}" for name in LOSS_NAMES), f"{median_step:.4f}"]
+        # Rewritten whole through write_file, so that a full disk leaves the file as it was
+        # (a row is ~100 bytes: 250 KB for a 250,000-iteration run logged every 100).
+        with open(f"{self.run_folder}/losses.csv", "rb") as f:
+            rows = f.read() + (",".join(map(str, row)) + "\n").encode()
+        write_file(f"{self.run_folder}/losses.csv", lambda f: f.write(rows))
 
     def show_sample(self, path):
         """In a notebook, the newest sample grid, in place of the one before."""
@@ -1495,8 +1667,9 @@ def run_name(data):
     return os.path.basename(os.path.normpath(resolve_data_path(data)))
 
 
-def latest_run_folder(data):
-    """The newest of runs/<name>, runs/<name>2, ... that holds a checkpoint."""
+def latest_run_folder(data, or_else=""):
+    """The newest of runs/<name>, runs/<name>2, ... that holds a checkpoint. or_else: another way
+    to name a run, for the error message."""
     name = run_name(data)
     folders = os.listdir("runs") if os.path.isdir("runs") else []
     checkpoints = []
@@ -1507,19 +1680,21 @@ def latest_run_folder(data):
             checkpoints.append(path)
     if not checkpoints:
         raise CycleGANError(f"no run of --data {data} in runs/ (looked for runs/{name}*/"
-                            f"checkpoint.pt); train one with: {command_to_run(['--data', data])}")
+                            "checkpoint.pt); name the dataset it trained on with --data NAME or "
+                            f"FOLDER{or_else}, or train one with: "
+                            + command_to_run(["--data", data]))
     return os.path.dirname(max(checkpoints, key=os.path.getmtime))
 
 
-def new_run_folder(data):
-    """The first free one of runs/<name>, runs/<name>2, runs/<name>3, ..."""
-    base = os.path.join("runs", run_name(data))
-    folder = base
+def first_free(base, extension=""):
+    """base + extension if nothing is there yet, else the first free one of base2, base3, ...
+    (with the extension): a new run folder or translation never overwrites an earlier one."""
+    path = base + extension
     number = 2
-    while os.path.exists(folder):
-        folder = f"{base}{number}"
+    while os.path.exists(path):
+        path = f"{base}{number}{extension}"
         number += 1
-    return folder
+    return path
 
 
 def prepare_run(typed):
@@ -1534,6 +1709,8 @@ def prepare_run(typed):
     if typed.get("resume"):
         run_folder = typed.get("out") or latest_run_folder(data)
         checkpoint = load_checkpoint(os.path.join(run_folder, "checkpoint.pt"))
+        with contextlib.suppress(FileNotFoundError):  # left by a run killed while saving
+            os.remove(os.path.join(run_folder, "checkpoint.pt.tmp"))
         saved = {**defaults, **checkpoint["settings"]}
         for key in DEFAULT_SETTINGS:
             changes_the_model = key not in ("epochs", "decay_epochs")  # the schedule may change
@@ -1549,7 +1726,7 @@ def prepare_run(typed):
             source += (f"; schedule changed from {old_schedule[0]} + {old_schedule[1]} to "
                        f"{new_schedule[0]} + {new_schedule[1]} epochs (constant + decaying)")
     else:
-        run_folder = typed.get("out") or new_run_folder(data)
+        run_folder = typed.get("out") or first_free(os.path.join("runs", run_name(data)))
         checkpoint = None
         if os.path.exists(os.path.join(run_folder, "checkpoint.pt")):
             raise CycleGANError(f"{run_folder}/checkpoint.pt already exists: add --resume to "
@@ -1623,8 +1800,8 @@ class StopOnCtrlC:
         if self.requested:
             raise KeyboardInterrupt  # the checkpoint on disk stays whole: saves are atomic
         self.requested = True
-        print("\nstopping after this iteration (under torchrun: within 10); Ctrl-C again to stop "
-              "at once", flush=True)
+        within = "within 10 iterations (torchrun)" if process_count() > 1 else "this iteration"
+        print(f"\nstopping after {within}; Ctrl-C again to stop at once", flush=True)
 
     def __exit__(self, *exception):
         if self.previous_handler is not None:
@@ -1716,7 +1893,9 @@ class ArgumentParser(argparse.ArgumentParser):
 def build_arg_parser():
     """Flags for every setting. No defaults are set here: a flag absent from the result was not
     typed, and its value comes from the settings tables, DEMO_SETTINGS or the checkpoint."""
+    # allow_abbrev=False: argparse would otherwise take --epoch 3 for --epochs 3, silently.
     parser = ArgumentParser(prog="cyclegan.py", argument_default=argparse.SUPPRESS,
+                            allow_abbrev=False,
                             description="Train CycleGAN (Zhu et al. 2017) or translate images.")
     for key, (default, meaning) in {**DEFAULT_SETTINGS, **RUNNING_OPTIONS}.items():
         kind = int if default is None else type(default)  # None: a number given or derived
@@ -1755,8 +1934,9 @@ def check_flags_apply(typed):
             raise CycleGANError(f"{flag(key)} does not apply to --translate, which only uses a "
                                 "trained model; drop it")
         if "translate" not in typed and key in TRANSLATE_FLAGS[1:5]:  # checkpoint ... small_output
-            raise CycleGANError(f"{flag(key)} applies to --translate only; to continue a "
-                                "training run, use --resume (with --out RUN_FOLDER)")
+            resume = " (to continue a training run: --resume --out RUN_FOLDER)"
+            raise CycleGANError(f"{flag(key)} applies to --translate PATH only; add it, or drop "
+                                f"the flag{resume if key == 'checkpoint' else ''}")
     if typed.get("small_output") and typed.get("translate_size") == "original":
         raise CycleGANError("--small-output does nothing with --translate-size original, which "
                             "translates at the photo's own size; drop one of them")
@@ -1800,7 +1980,10 @@ def train_from_flags(typed):
         with contextlib.redirect_stdout(output), StopOnCtrlC() as stop:
             prepared = prepare_run(typed) if first_process else None
             args, run_folder, checkpoint, introduction = from_first_process(prepared)
-            model = train(args, run_folder, checkpoint, introduction, stop, device)
+            try:
+                model = train(args, run_folder, checkpoint, introduction, stop, device)
+            except (WriteFailed, torch.OutOfMemoryError) as error:
+                raise CycleGANError(training_fault(error, args, device, run_folder)) from None
     finally:
         if dist.is_initialized():  # under torchrun: leave the other processes
             dist.destroy_process_group()
@@ -1811,6 +1994,10 @@ def train_from_flags(typed):
     if args.data == "demo" and first_process:
         print_demo_check(model, args.image_size, Precision(args.precision, device))
         write_demo_photos(run_folder, args.load_size)
+    elif first_process:
+        print("translate photos with this model:\n  " + command_to_run(
+            ["--translate", "PHOTO_OR_FOLDER", "--checkpoint", f"{run_folder}/checkpoint.pt"],
+            one_process=True))
     return model
 
 
@@ -1834,7 +2021,7 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
         return train_from_flags(typed)
     except CycleGANError as error:  # the user's to fix: one line, no traceback
-        if os.environ.get("LOCAL_RANK", "0") == "0":  # under torchrun: once per machine
+        if first_report_on_this_machine(str(error)):
             print(f"error: {error}", file=sys.stderr)
         if not in_notebook():
             raise SystemExit(1) from None

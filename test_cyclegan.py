@@ -640,7 +640,8 @@ def test_translate_scales_photos_to_the_size_the_model_learned(run_dir, capsys):
     image = cyclegan.to_model_range(cyclegan.load_image("photos/more/a.png"))[None]
     with torch.no_grad(), cyclegan.Precision("auto", torch.device("cpu")).autocast():
         expected = cyclegan.to_pixels(cyclegan.translate_image(model.G_YtoX, image)[0])
-    assert torch.equal(TF.pil_to_tensor(Image.open("translated/a_YtoX.png")), expected)
+    written = TF.pil_to_tensor(Image.open("translated/a_YtoX.png"))
+    assert torch.equal(written[:3], expected) and written[3].min() == 255  # its alpha, opaque
     printed = run_main(["--data", "data", "--translate", "photos/phone.jpg", "--out", "full",
                         "--translate-size", "original", "--precision", "fp32"], capsys).out
     assert "translating each photo at its own size (--translate-size original)" in printed
@@ -767,18 +768,18 @@ def test_a_dataset_too_large_for_memory_is_refused_before_decoding(run_dir, caps
         if "train" not in folder:
             return real_list_images(folder)
         return [os.path.join(folder, f"{i}.jpg") for i in range(count // 2)]
-    monkeypatch.setattr(cyclegan, "available_memory", lambda: 8e9)
+    monkeypatch.setattr(cyclegan, "available_memory", lambda device: 8e9)
     monkeypatch.setattr(cyclegan, "list_images", lambda folder: many_images(folder, 50_000))
     monkeypatch.setattr(cyclegan, "load_image", lambda *a, **k: pytest.fail("decoded an image"))
     error = fails_with(["--data", "data", "--image-size", "256", "--load-size", "286"], capsys)
-    assert error == ("error: the training images need 12.3 GB of memory decoded (50,000 images at "
-                     "286px), more than half of the 8.0 GB this machine has available; use a "
-                     "smaller --load-size, or fewer images\n")
+    assert error == ("error: the training images (50,000 at 286px) decoded: about 12.3 GB of "
+                     "memory needed, more than 50% of the 8.0 GB available on cpu; use a smaller "
+                     "--load-size, or fewer images\n")
     assert not os.path.exists("runs")
     monkeypatch.setattr(cyclegan, "list_images", lambda folder: many_images(folder, 15_000))
     cyclegan.check_memory_for_images(["data/trainA", "data/trainB"], 286)  # 3.7 GB: fits
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    with pytest.raises(cyclegan.CycleGANError, match=r"need 7.4 GB .*in each of 2 processes"):
+    with pytest.raises(cyclegan.CycleGANError, match=r"in each of 2 processes.*about 7.4 GB"):
         cyclegan.check_memory_for_images(["data/trainA", "data/trainB"], 286)
     if os.path.exists("/proc/meminfo"):  # the real figure, read from Linux
         assert 1e8 < real_available_memory() < 1e13
@@ -1415,12 +1416,13 @@ def test_the_demo_is_the_default_of_data_demo(run_dir, capsys):
     (["--device", "tpu"],
      "--device tpu: not a device that torch can use on this machine; use auto"),
     (["--device", "cuda"], "--device cuda: not a device that torch can use on this machine"),
-    (["--lambda", "3"], "ambiguous option: --lambda could match --lambda-cycle, --lambda-identity"),
+    # no prefixes: argparse would take --epoch 3 for --epochs 3
+    (["--epoch", "3"], "unrecognized arguments: --epoch 3 (did you mean --epochs?)"),
     (["--colour"], "unrecognized arguments: --colour; see python cyclegan.py --help"),
     (["--image_size", "64"],
      "unrecognized arguments: --image_size 64 (did you mean --image-size?)"),
-    (["--checkpoint", "runs/data/checkpoint.pt"], "--checkpoint applies to --translate only"),
-    (["--resume", "--direction", "YtoX"], "--direction applies to --translate only"),
+    (["--checkpoint", "runs/data/checkpoint.pt"], "--checkpoint applies to --translate PATH only"),
+    (["--resume", "--direction", "YtoX"], "--direction applies to --translate PATH only"),
 ])
 def test_impossible_settings_are_refused_before_any_work(run_dir, capsys, flags,
                                                          message):
@@ -1505,8 +1507,8 @@ def test_runs_in_one_process_leave_no_settings_behind(run_dir, capsys):
 def test_flags_that_do_not_apply_are_refused(run_dir, capsys, monkeypatch):
     write_image("photo.jpg")
     error = fails_with(["--resume", "--checkpoint", "runs/demo/checkpoint.pt"], capsys)
-    assert error == ("error: --checkpoint applies to --translate only; to continue a training "
-                     "run, use --resume (with --out RUN_FOLDER)\n")
+    assert error == ("error: --checkpoint applies to --translate PATH only; add it, or drop the "
+                     "flag (to continue a training run: --resume --out RUN_FOLDER)\n")
     error = fails_with(["--translate", "photo.jpg", "--epochs", "3"], capsys)
     assert error == ("error: --epochs does not apply to --translate, which only uses a trained "
                      "model; drop it\n")
@@ -1515,8 +1517,9 @@ def test_flags_that_do_not_apply_are_refused(run_dir, capsys, monkeypatch):
     error = fails_with(["--translate", "photo.jpg", "--small-output", "--translate-size",
                         "original"], capsys)
     assert error.startswith("error: --small-output does nothing with --translate-size original")
-    error = fails_with(["--small-output"], capsys)
-    assert error.startswith("error: --small-output applies to --translate only")
+    error = fails_with(["--small-output"], capsys)  # not told to --resume
+    assert error == ("error: --small-output applies to --translate PATH only; add it, or drop "
+                     "the flag\n")
     # under torchrun (which sets WORLD_SIZE) --translate would run once per process: refused, and
     # the translate command that a run prints is a plain one
     monkeypatch.setenv("WORLD_SIZE", "2")
