@@ -846,11 +846,12 @@ def write_file(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
-    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
+    except (OSError, RuntimeError) as error:  # torch.save wraps an OSError in a RuntimeError
         with contextlib.suppress(OSError):
             os.remove(temporary)
         folder = os.path.dirname(path) or "."
-        reason = error.strerror if isinstance(error, OSError) else "the write stopped part-way"
+        cause = error.__context__ if isinstance(error, RuntimeError) else error
+        reason = getattr(cause, "strerror", None) or str(error)
         with contextlib.suppress(OSError):
             reason += f", {shutil.disk_usage(folder).free / 1e6:.1f} MB free in {folder}/"
         raise WriteFailed(f"cannot write {path} ({reason})") from None
@@ -929,8 +930,8 @@ def check_memory(needed, what, advice, device=torch.device("cpu"), share=1.0):
     available = available_memory(device)
     if available is not None and needed > share * available:
         portion = "" if share == 1 else f"{share:.0%} of "
-        raise CycleGANError(f"{what}: about {needed / 1e9:.1f} GB of memory needed, more than "
-                            f"{portion}the {available / 1e9:.1f} GB available on {device}; "
+        raise CycleGANError(f"{what}: about {needed / 1e9:.3g} GB of memory needed, more than "
+                            f"{portion}the {available / 1e9:.3g} GB available on {device}; "
                             f"{advice}")
 
 

@@ -11,6 +11,7 @@ by 2 torchrun processes on the CPU (gloo).
 """
 import argparse
 import base64
+import errno
 import http.server
 import importlib.util
 import io
@@ -18,6 +19,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -494,7 +496,12 @@ def test_two_iteration_command_line_run_writes_its_outputs(tmp_path):
     start = next(i for i, line in enumerate(lines) if line.startswith("new run in"))
     assert lines[start].startswith("new run in runs/data with the default settings; typed: --data")
     assert "image-size 32, load-size 36, batch-size 1, epochs 100" in lines[start + 1]
-    assert lines[-1].startswith("done: 2 iterations in ") and "median step" in lines[-1]
+    assert lines[-3].startswith("done: 2 iterations in ") and "median step" in lines[-3]
+    assert lines[-2:] == ["translate photos with this model:", "  python cyclegan.py --translate "
+                          "PHOTO_OR_FOLDER --checkpoint runs/data/checkpoint.pt"]
+    command = shlex.split(lines[-1].replace("PHOTO_OR_FOLDER", "data/testA"))
+    assert command_line(command[2:], tmp_path).returncode == 0  # as printed
+    assert os.path.isfile(tmp_path / "translated/0_XtoY.png")
     run = tmp_path / "runs" / "data"
     state = cyclegan.load_checkpoint(str(run / "checkpoint.pt"))
     assert state["iteration"] == 2 and state["settings"]["image_size"] == 32
@@ -660,6 +667,77 @@ def test_translate_scales_photos_to_the_size_the_model_learned(run_dir, capsys):
     assert "two inputs have the same name" in error
 
 
+def test_a_folder_is_translated_around_the_photos_that_cannot_be(run_dir, capsys, monkeypatch):
+    """An unreadable file, one too small for the generator (4 x 4; 5 x 5 is the smallest it
+    takes), one that runs out of memory: each gets its own error line and the rest are
+    translated; the run ends with the count, exit status 1. A transparent PNG keeps its alpha.
+    A later run never writes over an earlier one's files; a full disk stops with one line."""
+    run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys)
+    write_image("photos/good.jpg")
+    open("photos/broken.jpg", "w").write("not an image")
+    write_image("photos/four.png", size=(4, 4))
+    write_image("photos/five.png", size=(5, 5))
+    write_image("photos/huge.png", size=(100, 40))  # translated at 90 x 36: out of memory
+    alpha = (torch.arange(60) * 4).to(torch.uint8).repeat(50, 1)[None]  # clear on the left
+    colours = TF.pil_to_tensor(Image.open(write_image("photos/clear.png", size=(60, 50))))
+    TF.to_pil_image(torch.cat([colours, alpha])).save("photos/clear.png")
+    real_translate_image = cyclegan.translate_image
+
+    def out_of_memory_for_huge(generator, image):
+        if image.shape[-2:] == (36, 90):
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real_translate_image(generator, image)
+    monkeypatch.setattr(cyclegan, "translate_image", out_of_memory_for_huge)
+    with pytest.raises(SystemExit):
+        cyclegan.main(["--data", "data", "--translate", "photos"])
+    printed = capsys.readouterr()
+    errors = printed.err.splitlines()
+    assert errors[0].startswith("error: cannot read image photos/broken.jpg: ")
+    assert errors[1:3] == [
+        "error: photos/four.png is 4x4 pixels, too small to translate: the generator needs at "
+        "least 5 on each side",
+        f"error: out of memory translating photos/huge.png at 90x36 on "
+        f"{cyclegan.device_and_memory(torch.device('cpu'))}; use a smaller --translate-size"]
+    assert errors[3:] == ["error: 3 of 6 images could not be translated (the lines above); the "
+                          "other 3 are in translated/"]
+    assert sorted(os.listdir("translated")) == ["clear_XtoY.png", "five_XtoY.png",
+                                                "good_XtoY.png"]
+    clear = TF.pil_to_tensor(Image.open("translated/clear_XtoY.png"))  # carried back from 43x36
+    assert clear.shape == (4, 50, 60) and torch.equal(clear[3:], alpha)
+    first = files_below("translated")
+    printed = run_main(["--data", "data", "--translate", "photos/clear.png", "--small-output"],
+                       capsys).out
+    assert "photos/clear.png -> translated/clear_XtoY2.png (43x36)" in printed
+    assert Image.open("translated/clear_XtoY2.png").mode == "RGBA"
+    fill_the_disk_at("good_XtoY2.png", monkeypatch)
+    error = fails_with(["--data", "data", "--translate", "photos/five.png", "photos/good.jpg"],
+                       capsys)
+    assert re.fullmatch(r"error: cannot write translated/good_XtoY2.png \(No space left on "
+                        r"device, [\d.]+ MB free in translated/\)\n", error), error
+    after = files_below("translated")
+    assert sorted(after) == ["translated/clear_XtoY.png", "translated/clear_XtoY2.png",
+                             "translated/five_XtoY.png", "translated/five_XtoY2.png",
+                             "translated/good_XtoY.png"]
+    assert all(after[path] == first[path] for path in first)  # nothing overwritten
+
+
+def test_translating_at_full_size_is_refused_when_memory_is_short(run_dir, capsys, monkeypatch):
+    """The generator's memory at a photo's own size is estimated (14 bytes per pixel per filter,
+    measured) before it runs: 600 x 500 with 4 filters needs 16.8 MB."""
+    run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys)
+    write_image("photos/wide.png", size=(600, 500))
+    monkeypatch.setattr(cyclegan, "available_memory", lambda device: 1e7)
+    error = fails_with(["--data", "data", "--translate", "photos", "--translate-size",
+                        "original"], capsys)
+    assert error.splitlines()[0] == (
+        "error: translating photos/wide.png at 600x500: about 0.0168 GB of memory needed, more "
+        "than the 0.01 GB available on cpu; drop --translate-size original, to translate it "
+        "scaled down")
+    assert not os.listdir("translated")
+    run_main(["--data", "data", "--translate", "photos"], capsys)  # at 43 x 36: fits
+    assert Image.open("translated/wide_XtoY.png").size == (600, 500)
+
+
 class GlobalColourMap(torch.nn.Module):
     """A stand-in generator whose output is a known colour map of its input, the same at every
     pixel: channels mixed, shifted, and bent by a tanh."""
@@ -773,16 +851,51 @@ def test_a_dataset_too_large_for_memory_is_refused_before_decoding(run_dir, caps
     monkeypatch.setattr(cyclegan, "load_image", lambda *a, **k: pytest.fail("decoded an image"))
     error = fails_with(["--data", "data", "--image-size", "256", "--load-size", "286"], capsys)
     assert error == ("error: the training images (50,000 at 286px) decoded: about 12.3 GB of "
-                     "memory needed, more than 50% of the 8.0 GB available on cpu; use a smaller "
+                     "memory needed, more than 50% of the 8 GB available on cpu; use a smaller "
                      "--load-size, or fewer images\n")
     assert not os.path.exists("runs")
     monkeypatch.setattr(cyclegan, "list_images", lambda folder: many_images(folder, 15_000))
     cyclegan.check_memory_for_images(["data/trainA", "data/trainB"], 286)  # 3.7 GB: fits
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    with pytest.raises(cyclegan.CycleGANError, match=r"in each of 2 processes.*about 7.4 GB"):
+    with pytest.raises(cyclegan.CycleGANError, match=r"in each of 2 processes.*about 7.36 GB"):
         cyclegan.check_memory_for_images(["data/trainA", "data/trainB"], 286)
     if os.path.exists("/proc/meminfo"):  # the real figure, read from Linux
         assert 1e8 < real_available_memory() < 1e13
+
+
+def test_available_memory_is_the_least_of_the_machine_and_its_container(tmp_path, monkeypatch):
+    """Fake /proc/meminfo and cgroup files of both layouts: a container's limit minus its usage
+    (the page cache that the kernel can drop counted as free) wins when it is lower."""
+    def fake(name, text):
+        (tmp_path / name).write_text(text)
+        return str(tmp_path / name)
+    monkeypatch.setattr(cyclegan, "MEMINFO", fake("meminfo", "MemTotal: 32000000 kB\n"
+                                                              "MemAvailable: 8000000 kB\n"))
+    v2 = ("v2.max", "v2.current", "v2.stat", "inactive_file")
+    v1 = ("v1.limit", "v1.usage", "v1.stat", "total_inactive_file")
+    monkeypatch.setattr(cyclegan, "CGROUP_MEMORY_FILES",
+                        [[str(tmp_path / name) for name in v[:3]] + [v[3]] for v in (v2, v1)])
+    assert cyclegan.available_memory() == 8_192_000_000  # no cgroup files: the machine's
+    fake("v2.max", "2000000000\n")
+    fake("v2.current", "1500000000\n")
+    fake("v2.stat", "anon 1300000000\nactive_file 100000000\ninactive_file 100000000\n")
+    assert cyclegan.available_memory() == 600_000_000
+    fake("v2.max", "max\n")  # no limit
+    assert cyclegan.available_memory() == 8_192_000_000
+    fake("v1.limit", "9223372036854771712\n")  # version 1's "no limit"
+    fake("v1.usage", "5000000000\n")
+    fake("v1.stat", "cache 300000000\ntotal_inactive_file 200000000\n")
+    assert cyclegan.available_memory() == 8_192_000_000
+    fake("v1.limit", "1000000000\n")
+    fake("v1.usage", "700000000\n")
+    assert cyclegan.available_memory() == 500_000_000
+    monkeypatch.setattr(cyclegan, "list_images", lambda folder: ["a.jpg"] * 1000)
+    cyclegan.check_memory_for_images([str(tmp_path)], 286)  # 0.245 GB: fits in half of 0.5
+    monkeypatch.setattr(cyclegan, "list_images", lambda folder: ["a.jpg"] * 1100)
+    with pytest.raises(cyclegan.CycleGANError, match=r"\(1,100 at 286px\) decoded: about 0.27 GB"
+                                                     r" of memory needed, more than 50% of the "
+                                                     r"0.5 GB available on cpu"):
+        cyclegan.check_memory_for_images([str(tmp_path)], 286)
 
 
 def test_empty_domain_folder_is_named(run_dir, capsys):
@@ -1068,6 +1181,25 @@ def test_a_bad_flag_under_torchrun_is_one_error_line(tmp_path):
     assert "Traceback (most recent call last):\n  File \"" + os.path.join(HERE, "cyclegan.py") \
         not in result.stderr  # no traceback of ours
     assert not os.path.exists(tmp_path / "runs")
+    # an error in the second process alone is printed too
+    (tmp_path / "driver.py").write_text(ONLY_THE_SECOND_FAILS.format(here=HERE))
+    make_dataset(tmp_path / "data")
+    result = torchrun(TWO_PROCESSES, TINY_RUN, tmp_path, script=str(tmp_path / "driver.py"))
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: no dataset here (process 1)"]
+
+
+ONLY_THE_SECOND_FAILS = """
+import os, sys
+sys.path.insert(0, {here!r})
+import cyclegan
+def refuse(args):
+    raise cyclegan.CycleGANError("no dataset here (process 1)")
+if os.environ["RANK"] == "1":
+    cyclegan.load_dataset = refuse
+cyclegan.main(sys.argv[1:])
+"""
 
 
 @slow
@@ -1247,6 +1379,7 @@ cyclegan.main(["--data", "data", "--max-iters", "3", "--resume"])
     assert tensors_equal(before["model"], after["model"]) and after["iteration"] == 1
     run_main(["--data", "data", "--max-iters", "2", "--resume"], capsys)
     assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 2
+    assert not os.path.exists("runs/data/checkpoint.pt.tmp")  # the stale one, removed
 
 
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(run_dir, capsys, monkeypatch):
@@ -1273,6 +1406,127 @@ def test_bad_checkpoints_give_one_line_errors(run_dir, capsys):
     assert error.count("\n") == 1
     error = fails_with(["--data", "data", "--resume", "--out", "elsewhere"], capsys)
     assert "no checkpoint at elsewhere/checkpoint.pt" in error
+    write_image("photo.jpg")  # translating with no run says how else to name a model
+    error = fails_with(["--data", "other", "--translate", "photo.jpg"], capsys)
+    assert ("name the dataset it trained on with --data NAME or FOLDER, a model file with "
+            "--checkpoint FILE, or train one with: python cyclegan.py --data other") in error
+
+
+class FullDisk:
+    """A file being written whose disk fills up after `room` bytes."""
+    def __init__(self, file, room):
+        self.file = file
+        self.room = room
+
+    def write(self, data):
+        if len(data) > self.room:
+            self.file.write(bytes(data[:self.room]))  # what still fits lands on the disk
+            self.room = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.file.write(data)
+
+    def __getattr__(self, name):  # fileno, flush, ...
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        self.file.close()
+
+
+def fill_the_disk_at(name, monkeypatch, room=100):
+    """From now on, writing a file called `name` (through cyclegan's open) fails after `room`
+    bytes with ENOSPC, as on a full disk."""
+    def opener(path, mode="r", *args, **kwargs):
+        file = open(path, mode, *args, **kwargs)
+        if "w" in mode and os.path.basename(path) == name + ".tmp":
+            return FullDisk(file, room)
+        return file
+    monkeypatch.setattr(cyclegan, "open", opener, raising=False)
+
+
+def files_below(folder):
+    """{path: bytes} of every file below `folder`."""
+    found = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            with open(os.path.join(root, name), "rb") as f:
+                found[os.path.join(root, name)] = f.read()
+    return found
+
+
+@pytest.mark.parametrize("name, folder", [("checkpoint.pt", "runs/data"),
+                                          ("iter_0000004.png", "runs/data/samples"),
+                                          ("losses.csv", "runs/data")])
+def test_a_write_that_fails_leaves_no_partial_file_and_says_how_to_resume(run_dir, capsys,
+                                                                          monkeypatch, name,
+                                                                          folder):
+    """A full disk while writing the checkpoint, a sample grid or losses.csv: one line that names
+    the file, the space left and the command that resumes; the files on disk are as they were
+    (the checkpoint of iteration 2 whole, no partial or temporary file); the command resumes."""
+    run_main(["--data", "data", *TINY, "--max-iters", "2", "--log-every", "1"], capsys)
+    before = files_below("runs")
+    fill_the_disk_at(name, monkeypatch)
+    error = fails_with(["--data", "data", "--resume", "--max-iters", "4", "--sample-every", "4",
+                        "--checkpoint-every", "4"], capsys)
+    assert re.fullmatch(
+        rf"error: cannot write {folder}/{name} \(No space left on device, [\d.]+ MB free in "
+        rf"{folder}/\); free some space; runs/data/checkpoint.pt keeps the last saved state, "
+        r"resume with: python cyclegan.py --resume --out runs/data\n", error), error
+    after = files_below("runs")
+    assert after["runs/data/checkpoint.pt"] == before["runs/data/checkpoint.pt"]
+    assert not [path for path in after if path.endswith(".tmp")]
+    assert after.get(f"{folder}/{name}") == before.get(f"{folder}/{name}")  # old, or none
+    monkeypatch.delattr(cyclegan, "open")  # space freed: the printed command resumes
+    run_main(["--resume", "--out", "runs/data", "--max-iters", "4"], capsys)
+    assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 4
+
+
+@slow
+def test_a_real_full_disk_ends_in_one_line_and_keeps_the_last_checkpoint(run_dir):
+    """A 1 MB filesystem (tmpfs, mounted in a private mount namespace: root on Linux) has room
+    for one tiny checkpoint (~0.6 MB) and not two: the save at iteration 4 fails."""
+    if sys.platform != "linux" or os.geteuid() != 0 or not shutil.which("unshare"):
+        assert os.environ.get("CI") != "true" or sys.platform != "linux", "CI runs it as root"
+        pytest.skip("needs root on Linux, to mount a small tmpfs under unshare -m")
+    train = [sys.executable, os.path.join(HERE, "cyclegan.py"), "--data", "data", *TINY,
+             "--max-iters", "6", "--checkpoint-every", "2", "--out", "disk/run"]
+    script = (f"mkdir disk && mount -t tmpfs -o size=1m tmpfs disk && {shlex.join(train)}; "
+              "echo exit $?; cp -r disk/run left")  # the tmpfs goes with the namespace
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=run_dir,
+                            capture_output=True, text=True, timeout=300)
+    assert "exit 1\n" in result.stdout, result.stderr
+    assert re.fullmatch(
+        r"error: cannot write disk/run/checkpoint.pt \(No space left on device, 0\.\d MB free "
+        r"in disk/run/\); free some space; disk/run/checkpoint.pt keeps the last saved state, "
+        r"resume with: python cyclegan.py --resume --out disk/run\n", result.stderr)
+    assert sorted(os.listdir("left")) == ["checkpoint.pt", "losses.csv", "samples"]
+    assert cyclegan.load_checkpoint("left/checkpoint.pt")["iteration"] == 2  # whole
+
+
+def test_out_of_memory_half_way_through_an_iteration_saves_nothing(run_dir, capsys,
+                                                                  monkeypatch):
+    """Out of memory in the discriminators' step, after the generators' step has changed them:
+    one line with what ran and what to lower; the checkpoint of iteration 2 is not replaced."""
+    run_main(["--data", "data", *TINY, "--max-iters", "2"], capsys)
+    before = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
+
+    def out_of_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(cyclegan, "discriminator_step", out_of_memory)
+    error = fails_with(["--data", "data", "--resume", "--max-iters", "4"], capsys)
+    assert re.fullmatch(
+        r"error: out of memory on cpu \([\d.]+ GB\) with 32px crops, batch 1, 1 residual "
+        r"blocks, 4 filters; start a new run with a smaller --batch-size, --image-size or "
+        r"--n-blocks, or use a device with more memory; runs/data/checkpoint.pt keeps the last "
+        r"saved state, resume with: python cyclegan.py --resume --out runs/data\n", error), error
+    after = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
+    assert after["iteration"] == 2 and tensors_equal(after["model"], before["model"])
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device: argparse.Namespace(total_memory=15.8e9))
+    assert cyclegan.device_and_memory(torch.device("cuda", 0)) == "cuda:0 (15.8 GB)"
 
 
 # --- 14. Generator files: ours and the authors' -----------------------------------------------
@@ -1453,6 +1707,7 @@ def test_ctrl_c_saves_and_the_printed_command_resumes(tmp_path):
     assert process.wait(timeout=60) == 130, "".join(lines)  # what shells report for SIGINT
     text = "".join(lines)
     assert not any(line.startswith("done:") for line in lines)
+    assert "\nstopping after this iteration; Ctrl-C again to stop at once\n" in text
     assert "\nstopped: " in text
     iteration = int(text.split("interrupted at iteration ")[1].split(",")[0])
     assert 3 <= iteration < 200
