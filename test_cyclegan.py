@@ -2099,3 +2099,6 @@ def test_ci_runs_the_readme_test_command():
     ci = open(os.path.join(HERE, ".ci", "run")).read()
     command = readme.split("Run the tests")[1].split("\n\n")[1].strip()
     assert command.endswith("python -m pytest -q") and command in ci.splitlines()
+    quick = readme.split("The quick tests")[1].split("\n\n")[1].split("\n")
+    quick = [line.strip() for line in quick]
+    assert quick == ["python -m pip install -q pytest", 'python -m pytest -q -m "not slow"']
