@@ -1852,8 +1852,10 @@ def test_pasted_into_a_jupyter_kernel(tmp_path):
     assert outputs[1].count("\n") == 1
     # 300 iterations logged every 10 and a grid every 100: a few lines of text, one progress
     # line and one picture, both updated in place
-    assert outputs[2].strip().splitlines()[-1].startswith("done: 300 iterations")
-    assert len(outputs[2].strip().splitlines()) <= 8, outputs[2]
+    lines = outputs[2].strip().splitlines()
+    assert lines[-3].startswith("done: 300 iterations") and len(lines) <= 10, outputs[2]
+    assert lines[-1] == ("  main(['--translate', 'PHOTO_OR_FOLDER', '--checkpoint', "
+                         "'runs/data/checkpoint.pt'])")
     progress = [d["text/plain"] for d in displays[2] if "image/png" not in d]
     pictures = [d for d in displays[2] if "image/png" in d]
     assert len(progress) == 1 and progress[0].startswith("epoch 75 it 300/300 |")
@@ -1865,7 +1867,7 @@ def test_pasted_into_a_jupyter_kernel(tmp_path):
     assert notebook.cells[4].source == (
         "main(['--resume', '--max-iters', '40', '--out', 'runs/data2'])")
     assert "resumed at iteration" in outputs[4]
-    assert outputs[4].strip().splitlines()[-1].startswith("done:")
+    assert outputs[4].strip().splitlines()[-3].startswith("done:")
     state = cyclegan.load_checkpoint(str(tmp_path / "runs/data2/checkpoint.pt"))
     assert state["iteration"] == 40 and state["settings"]["load_size"] == 36
     assert "translated 1 image XtoY with runs/data2/checkpoint.pt" in outputs[5]
