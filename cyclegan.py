@@ -40,6 +40,7 @@ skip.
 """
 import argparse
 import contextlib
+import csv
 import datetime
 import difflib
 import math
@@ -508,9 +509,12 @@ def load_dataset(args):
     check_memory_for_images([train_X, train_Y], args.load_size)  # before any is decoded
     images_X = load_folder(train_X, args.load_size)
     images_Y = load_folder(train_Y, args.load_size)
-    test_images_X = load_folder(test_X, args.load_size, 4) if list_images(test_X) else images_X[:4]
-    test_images_Y = load_folder(test_Y, args.load_size, 4) if list_images(test_Y) else images_Y[:4]
-    # The grids show the centre crop: the same view of the same images at every iteration.
+    test_images_X = load_folder(test_X, args.load_size, 4) if list_images(test_X) else images_X
+    test_images_Y = load_folder(test_Y, args.load_size, 4) if list_images(test_Y) else images_Y
+    # The grids show the centre crop of 4 images spread evenly over the test set (the first 4
+    # by name may be 4 crops of one photo): the same view of the same images at every iteration.
+    test_images_X = test_images_X[evenly_spaced(len(test_images_X), 4)]
+    test_images_Y = test_images_Y[evenly_spaced(len(test_images_Y), 4)]
     return (UnpairedImages(images_X, images_Y, args.image_size, args.seed),
             to_model_range(TF.center_crop(test_images_X, args.image_size)),
             to_model_range(TF.center_crop(test_images_Y, args.image_size)))
@@ -560,7 +564,7 @@ def train(args, run_folder, checkpoint, introduction, stop, device):
     training, data, test_X, test_Y, last = set_up_training(args, checkpoint, introduction, device)
     iterations_per_epoch = data.iterations_per_epoch(args.batch_size)
     writes = process_rank() == 0  # under torchrun only the first process writes files
-    log = ProgressLog(run_folder, training.iteration, device)
+    log = ProgressLog(run_folder, training, data, test_X, test_Y)
     first = training.iteration  # 0, or where a resumed run continues
     # One iteration after another until the schedule ends (or --max-iters). The epoch and the
     # place in it follow from the iteration alone.
@@ -579,13 +583,13 @@ def train(args, run_folder, checkpoint, introduction, stop, device):
         # The first iteration logs too: a run shows at once that it works, and how fast.
         if training.iteration % args.log_every == 0 or training.iteration == first + 1:
             log.write(training, epoch, last)
+        # A sample grid, the loss curves, and a warning if the translations stop depending on
+        # their inputs (section 13).
         if training.iteration % args.sample_every == 0 and writes:
-            grid_path = f"{run_folder}/samples/iter_{training.iteration:07d}.png"
-            save_sample_grid(training.model, test_X, test_Y, training.precision, grid_path)
-            log.show_sample(grid_path)  # in a notebook: shown in place of the last one
+            log.sample(training, f"iter_{training.iteration:07d}")
         if training.iteration % args.checkpoint_every == 0:
             save_training(run_folder, training, args, log)
-    finish_training(run_folder, training, args, log, stop, test_X, test_Y)
+    finish_training(run_folder, training, args, log, stop)
     return training.model
 
 
@@ -857,10 +861,18 @@ def write_file(path, write):
         raise WriteFailed(f"cannot write {path} ({reason})") from None
 
 
+def evenly_spaced(count, limit):
+    """Indices of at most `limit` of `count` items, spread evenly from the first on."""
+    if count <= limit:
+        return list(range(count))
+    return [index * count // limit for index in range(limit)]
+
+
 def load_folder(folder, load_size, limit=None):
-    """The images in `folder` -> one (N, 3, load_size, load_size) uint8 tensor: 61 KB per image
-    at 143px, a quarter of what fp32 would take."""
-    paths = list_images(folder)[:limit]
+    """The images in `folder` (or `limit` of them, evenly spaced by name) -> one (N, 3, load_size,
+    load_size) uint8 tensor: 61 KB per image at 143px, a quarter of what fp32 would take."""
+    paths = list_images(folder)
+    paths = [paths[index] for index in evenly_spaced(len(paths), limit or len(paths))]
     if not paths:
         raise CycleGANError(f"no images in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)})")
     print(f"decoding {len(paths)} images in {folder}", flush=True)
@@ -1328,15 +1340,14 @@ def set_up_training(args, checkpoint, introduction, device):
     return training, data, test_X.to(device), test_Y.to(device), last
 
 
-def finish_training(run_folder, training, args, log, stop, test_X, test_Y):
+def finish_training(run_folder, training, args, log, stop):
     """After the loop: the last save and sample grid, the closing line, and after Ctrl-C the
     command that resumes."""
     trained = log.iterations() > 0
     if trained and training.iteration % args.checkpoint_every != 0:  # not saved just now
         save_training(run_folder, training, args, log)
     if trained and process_rank() == 0:
-        save_sample_grid(training.model, test_X, test_Y, training.precision,
-                         f"{run_folder}/samples/last.png")
+        log.sample(training, "last")
     print(log.summary(finished=not stop.stopping))
     if stop.stopping:
         print(f"interrupted at iteration {training.iteration}, saved {run_folder}/checkpoint.pt; "
@@ -1445,19 +1456,26 @@ class ProgressLog:
     by name, still on the device) and time; losses are read only when a line is written. Under
     torchrun the logged losses are the means over the processes, and the first process writes.
     It also makes the run folder, on the first process, before anything is written there."""
-    def __init__(self, run_folder, iteration, device):
+    def __init__(self, run_folder, training, data, test_X, test_Y):
         self.run_folder = run_folder
-        self.device = device
+        self.device = training.device
         self.writes = process_rank() == 0
+        self.test_X = test_X  # the sample grids' fixed test images, on the device
+        self.test_Y = test_Y
+        # What generators that ignore their inputs would give back at best (section 7): each
+        # domain's average image, for the check at every sample.
+        self.average_X = average_image(data.images_X, data.image_size)  # on the CPU
+        self.average_Y = average_image(data.images_Y, data.image_size)
+        self.warned = False  # the check warns once a run
         self.losses = []  # one dict per iteration since the last line
         self.step_times = []  # seconds of each step: making the batch and train_step
         self.iteration_ends = [time.perf_counter()]  # wall clock: the start, then each iteration
         self.notebook = NotebookDisplay() if in_notebook() else None
-        if device.type == "cuda":  # this run's own peak: a notebook may run several
-            torch.cuda.reset_peak_memory_stats(device)
+        if self.device.type == "cuda":  # this run's own peak: a notebook may run several
+            torch.cuda.reset_peak_memory_stats(self.device)
         if self.writes:
             os.makedirs(f"{run_folder}/samples", exist_ok=True)
-        if iteration == 0 and self.writes:  # a resumed run appends to its losses.csv
+        if training.iteration == 0 and self.writes:  # a resumed run appends to its losses.csv
             header = ",".join(["iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it"]) + "\n"
             write_file(f"{run_folder}/losses.csv", lambda f: f.write(header.encode()))
 
@@ -1510,7 +1528,7 @@ class ProgressLog:
             speed = f"{seconds:.3f} s/it, ETA {eta}"
         line = f"epoch {epoch + 1} it {training.iteration}/{last_iteration} | {shown} | {speed}"
         if self.notebook is not None:
-            self.notebook.show_progress(line)
+            self.notebook.show("progress", self.notebook.display.Pretty(line))
         else:
             print(line, flush=True)
         learning_rate_now = training.opt_G.param_groups[0]["lr"]
@@ -1523,10 +1541,23 @@ class ProgressLog:
             rows = f.read() + (",".join(map(str, row)) + "\n").encode()
         write_file(f"{self.run_folder}/losses.csv", lambda f: f.write(rows))
 
-    def show_sample(self, path):
-        """In a notebook, the newest sample grid, in place of the one before."""
+    def sample(self, training, name):
+        """samples/<name>.png, losses.png redrawn from losses.csv (in a notebook both are shown,
+        each in place of the last), and the check that the translations use their inputs."""
+        grid_path = f"{self.run_folder}/samples/{name}.png"
+        rows = save_sample_grid(training.model, self.test_X, self.test_Y, training.precision,
+                                grid_path)
+        curves_path = f"{self.run_folder}/losses.png"
+        draw_loss_curves(f"{self.run_folder}/losses.csv", curves_path)
+        warning = inputs_ignored(rows, self.average_X, self.average_Y)
+        if warning and not self.warned:
+            self.warned = True
+            print(f"warning: at iteration {training.iteration}, {warning}; look at {grid_path} "
+                  f"and {curves_path}, and README.md, \"When it does not learn\"", flush=True)
         if self.notebook is not None:
-            self.notebook.show_image(path)
+            self.notebook.show("grid", self.notebook.display.Image(filename=grid_path))
+            if os.path.exists(curves_path):
+                self.notebook.show("curves", self.notebook.display.Image(filename=curves_path))
 
     def summary(self, finished=True):
         """`done: ...` (or `stopped: ...` for an interrupted run): the iterations, the wall time,
@@ -1550,36 +1581,110 @@ class ProgressLog:
 def save_sample_grid(model, test_X, test_Y, precision, path):
     """Rows: x, G(x), F(G(x)), y, F(y), G(F(y)) for fixed test images, each row labelled. The
     same images every time, so that grids from different iterations can be compared: G(x) shows
-    the translation, F(G(x)) how well the cycle brings x back."""
+    the translation, F(G(x)) how well the cycle brings x back. -> the six rows, as fp32."""
     with torch.no_grad(), precision.autocast():
         fake_Y = model.G_XtoY(test_X)
         fake_X = model.G_YtoX(test_Y)
         rows = [test_X, fake_Y, model.G_YtoX(fake_Y), test_Y, fake_X, model.G_XtoY(fake_X)]
-    grid = vutils.make_grid(torch.cat(rows).float().cpu(), nrow=len(test_X), pad_value=-1)
+    rows = [row.float() for row in rows]
+    grid = vutils.make_grid(torch.cat(rows).cpu(), nrow=len(test_X), pad_value=-1)
     save_png(to_pixels(grid), path, ["x", "G(x)", "F(G(x))", "y", "F(y)", "G(F(y))"])
+    return rows
+
+
+def average_image(images, size):
+    """(N, 3, load, load) uint8 -> the mean of their centre crops, (3, size, size) in [-1, 1];
+    summed a thousand at a time, never a float copy of the whole domain."""
+    total = torch.zeros(3, size, size)
+    for chunk in images.split(1000):
+        total += TF.center_crop(chunk, size).float().sum(0)
+    return to_model_range(total / len(images))
+
+
+IGNORED_SPREAD = 0.1
+IGNORED_CYCLE = 0.9
+
+
+def inputs_ignored(rows, average_X, average_Y):
+    """The sample grid's rows -> a warning, or None. A generator that ignores its input makes
+    the same picture of every x (its outputs on the grid's different test images hardly differ),
+    and so the way back cannot return x: F(G(x)) is no closer to x than X's average image is."""
+    x, fake_Y, back_X, y, fake_X, back_Y = rows
+    for name, real, fake, back, average in (("G_XtoY", x, fake_Y, back_X, average_X),
+                                            ("G_YtoX", y, fake_X, back_Y, average_Y)):
+        # How much the outputs differ from each other, as a share of how much the inputs do
+        spread = fake.std(0).mean() / real.std(0).mean()
+        # The cycle's error, as a share of the error of returning the domain's average image
+        cycle = (back - real).abs().mean() / (average.to(real.device) - real).abs().mean()
+        if spread < IGNORED_SPREAD and cycle > IGNORED_CYCLE:
+            return (f"{name}'s translations hardly depend on their input (they differ "
+                    f"{spread:.2f}x as much as the inputs do) and the cycle does not bring the "
+                    f"input back ({cycle:.2f}x the error of the average image)")
+    return None
+
+
+# The loss curves: one panel per kind of term, each loss smoothed (a running mean), its logged
+# values faint behind. GAN losses do not fall as a classifier's do: the discriminator and the
+# generators pull against each other and hover; the cycle and identity terms fall.
+LOSS_PANELS = (("discriminators", ("D_X", "D_Y")),
+               ("adversarial terms of the generators", ("G_XtoY", "G_YtoX")),
+               ("cycle and identity terms (weighted)", ("cycle_X", "cycle_Y", "idt_X", "idt_Y")))
+CURVE_COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
+
+
+def draw_loss_curves(csv_path, png_path, width=640, panel_height=180):
+    """losses.csv -> a PNG of the curves, drawn with Pillow; nothing until it has two rows."""
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    if len(rows) < 2:
+        return
+    iterations = [int(row["iteration"]) for row in rows]
+    window = max(1, len(rows) // 20)  # the running mean's rows
+    picture = Image.new("RGB", (width, panel_height * len(LOSS_PANELS)), "white")
+    draw = ImageDraw.Draw(picture)
+    left, right = 40, width - 10  # the plot's edges in pixels
+    for panel, (title, names) in enumerate(LOSS_PANELS):
+        top = panel * panel_height + 20
+        bottom = (panel + 1) * panel_height - 20
+        values = {name: [float(row[name]) for row in rows] for name in names}
+        highest = max(max(column) for column in values.values()) or 1.0
+
+        def point(index, value):
+            span = iterations[-1] - iterations[0]
+            x = left + (right - left) * (iterations[index] - iterations[0]) / span
+            return x, bottom - (bottom - top) * value / highest
+        draw.rectangle([left, top, right, bottom], outline=(200, 200, 200))
+        draw.text((3, top - 4), f"{highest:.2g}", fill="black")
+        draw.text((3, bottom - 8), "0", fill="black")
+        draw.text((left, top - 16), title + ":", fill="black")
+        label_x = left + 6 * len(title) + 12
+        for name, colour in zip(names, CURVE_COLOURS):
+            raw = values[name]
+            smooth = [statistics.fmean(raw[max(0, i - window + 1):i + 1]) for i in range(len(raw))]
+            faint = tuple(c + (255 - c) * 2 // 3 for c in colour)
+            draw.line([point(i, v) for i, v in enumerate(raw)], fill=faint)
+            draw.line([point(i, v) for i, v in enumerate(smooth)], fill=colour, width=2)
+            draw.text((label_x, top - 16), name, fill=colour)
+            label_x += 6 * len(name) + 12
+    draw.text((left, picture.height - 14), f"iteration {iterations[0]}", fill="black")
+    draw.text((right - 90, picture.height - 14), f"iteration {iterations[-1]}", fill="black")
+    write_file(png_path, lambda f: picture.save(f, format="PNG"))
 
 
 class NotebookDisplay:
-    """In Jupyter or Colab: the progress line and the newest sample grid, each one output that
-    is updated in place, instead of thousands of lines. IPython is there in every kernel."""
+    """In Jupyter or Colab: the progress line, the newest sample grid and the loss curves, each
+    one output that is updated in place, instead of thousands of lines. IPython is there in every
+    kernel."""
     def __init__(self):
         from IPython import display
         self.display = display
-        self.progress = None
-        self.image = None
+        self.shown = {}  # name -> the handle of its output
 
-    def show_progress(self, line):
-        if self.progress is None:
-            self.progress = self.display.display(self.display.Pretty(line), display_id=True)
+    def show(self, name, content):
+        if name in self.shown:
+            self.shown[name].update(content)
         else:
-            self.progress.update(self.display.Pretty(line))
-
-    def show_image(self, path):
-        picture = self.display.Image(filename=path)
-        if self.image is None:
-            self.image = self.display.display(picture, display_id=True)
-        else:
-            self.image.update(picture)
+            self.shown[name] = self.display.display(content, display_id=True)
 
 
 # --- 14. Generator files: ours and the authors' -----------------------------------------------

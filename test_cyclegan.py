@@ -116,6 +116,14 @@ def tiny_args(**overrides):
     return args
 
 
+def bare_log(folder, device):
+    """A ProgressLog of a new run on `device`, for its lines alone (no sample grids)."""
+    data = argparse.Namespace(images_X=torch.zeros(1, 3, 4, 4, dtype=torch.uint8),
+                              images_Y=torch.zeros(1, 3, 4, 4, dtype=torch.uint8), image_size=4)
+    training = argparse.Namespace(device=torch.device(device), iteration=0)
+    return cyclegan.ProgressLog(str(folder), training, data, None, None)
+
+
 def importable(name):
     """Is an optional package installed? (Found, not imported: importing ipykernel here would
     make cyclegan.in_notebook() true in this process.) Under CI it must be."""
@@ -990,11 +998,11 @@ def test_peak_gpu_memory_is_each_runs_own_and_read_on_its_device(monkeypatch, tm
                         lambda device: peaks.__setitem__(torch.device(device), 0.0))
     monkeypatch.setattr(torch.cuda, "max_memory_allocated",
                         lambda device: peaks[torch.device(device)])
-    log = cyclegan.ProgressLog(str(tmp_path), 0, torch.device("cuda:1"))
+    log = bare_log(tmp_path, "cuda:1")
     peaks[torch.device("cuda:1")] = 3e9  # what this run allocates
     log.add({}, 0.25)
     assert log.summary().endswith("; median step 0.250 s, peak GPU memory 3.00 GB")
-    assert "memory" not in cyclegan.ProgressLog(str(tmp_path), 0, torch.device("cpu")).summary()
+    assert "memory" not in bare_log(tmp_path, "cpu").summary()
 
 
 # --- 12. Several GPUs or machines: torchrun --------------------------------------------------
@@ -1235,7 +1243,7 @@ def test_progress_lines_add_up(tmp_path, capsys, monkeypatch):
     time per iteration (grids included), and the closing line's numbers multiply out."""
     clock = [100.0]
     monkeypatch.setattr(cyclegan, "time", argparse.Namespace(perf_counter=lambda: clock[0]))
-    log = cyclegan.ProgressLog(str(tmp_path), 0, torch.device("cpu"))
+    log = bare_log(tmp_path, "cpu")
     training = argparse.Namespace(iteration=0, opt_G=argparse.Namespace(param_groups=[{"lr": 1}]))
     lines = []
     for iteration in range(1, 21):
@@ -1255,8 +1263,7 @@ def test_progress_lines_add_up(tmp_path, capsys, monkeypatch):
     assert log.summary() == ("done: 20 iterations in 5.0 s (0.250 s per iteration, wall time); "
                              "median step 0.100 s")
     assert log.summary(finished=False).startswith("stopped: 20 iterations in 5.0 s")
-    assert cyclegan.ProgressLog(str(tmp_path), 0, torch.device("cpu")).summary() == (
-        "done: no iterations to run")
+    assert bare_log(tmp_path, "cpu").summary() == "done: no iterations to run"
 
 
 def test_resume_continues_exactly(tmp_path, capsys, monkeypatch):
