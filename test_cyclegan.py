@@ -537,6 +537,10 @@ def test_cyclegan_learns_the_demo_translation(run_dir, capsys, precision):
     model = cyclegan.main(["--data", "demo", "--precision", precision])
     printed = capsys.readouterr().out
     assert f"precision {precision}" in printed
+    assert "warning:" not in printed  # the check at every sample: these generators learn
+    assert sorted(os.listdir("runs/demo/samples")) == ["iter_0000100.png", "iter_0000200.png",
+                                                       "iter_0000300.png", "iter_0000400.png",
+                                                       "last.png"]
     errors = cyclegan.demo_translation_errors(model, 32, cyclegan.Precision(
         precision, torch.device("cpu")))
     print(precision, errors)
@@ -613,6 +617,94 @@ def test_the_demo_check_fails_a_generator_that_ignores_its_input():
     precision = cyclegan.Precision("fp32", torch.device("cpu"))
     errors = cyclegan.demo_translation_errors(model, 32, precision)
     assert not demo_check_passes(errors), errors
+
+
+def flat_colours(root, count):
+    """A dataset that CycleGAN cannot learn: every image one flat colour (light in X, dark in Y),
+    which instance norm hides from the generators."""
+    random = torch.Generator().manual_seed(1)
+    for folder, images, lightness in (("trainA", count, 128), ("trainB", count, 0),
+                                      ("testA", 4, 128), ("testB", 4, 0)):
+        os.makedirs(os.path.join(root, folder))
+        for number in range(images):
+            colour = torch.rand(3, generator=random) * 127 + lightness
+            Image.new("RGB", (40, 40), tuple(colour.int().tolist())).save(
+                os.path.join(root, folder, f"{number}.png"))
+
+
+def test_instance_norm_hides_a_global_colour_cast_from_the_generator():
+    """The first convolution's instance norm removes each channel's mean, and with it any
+    constant added to the input: the generator cannot see an image's overall colour (README.md,
+    "When it does not learn")."""
+    torch.manual_seed(0)
+    generator = cyclegan.Generator(8, 2)
+    image = torch.rand(1, 3, 32, 32) * 1.6 - 0.8
+    with torch.no_grad():
+        shifted = generator(image + torch.tensor([0.2, -0.1, 0.15]).view(1, 3, 1, 1))
+        assert (shifted - generator(image)).abs().max() < 1e-5
+        assert (generator(image.flip(-1)) - generator(image)).abs().max() > 1e-2  # it sees shape
+
+
+def test_a_run_that_cannot_learn_is_warned_about_and_goes_on(run_dir, capsys):
+    """Flat colours: from the first check (iteration 5 of 40) G's outputs do not differ at all
+    between inputs, and the cycle cannot bring x back: one warning line, naming what to look at;
+    the run goes on to the end."""
+    flat_colours("flat", 20)
+    printed = run_main(["--data", "flat", *TINY, "--epochs", "1", "--decay-epochs", "1",
+                        "--sample-every", "5", "--log-every", "5"], capsys).out
+    warnings = [line for line in printed.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, printed
+    assert re.fullmatch(
+        r"warning: at iteration 5, G_XtoY's translations hardly depend on their input \(they "
+        r"differ 0\.00x as much as the inputs do\) and the cycle does not bring the input back "
+        r"\(\d\.\d\dx the error of the average image\); look at runs/flat/samples/"
+        r"iter_0000005.png and runs/flat/losses.png, and README.md, \"When it does not learn\"",
+        warnings[0]), warnings[0]
+    assert "done: 40 iterations" in printed
+
+
+def test_the_loss_curves_are_drawn_beside_losses_csv(run_dir, capsys):
+    """losses.png: three panels (discriminators; adversarial terms; cycle and identity), each
+    loss in its own colour, redrawn at every sample grid from the whole of losses.csv."""
+    run_main(["--data", "data", *TINY, "--max-iters", "30", "--log-every", "1",
+              "--sample-every", "10"], capsys)
+    picture = Image.open("runs/data/losses.png").convert("RGB")
+    assert picture.size == (640, 3 * 180)
+    pixels = TF.pil_to_tensor(picture).permute(1, 2, 0).reshape(-1, 3)
+    for colour in cyclegan.CURVE_COLOURS:  # every curve's colour is drawn
+        assert (pixels == torch.tensor(colour, dtype=torch.uint8)).all(1).sum() > 50, colour
+    # the cycle terms (weighted, ~3) lie in the bottom panel, the D losses (~0.25) in the top
+    rows = open("runs/data/losses.csv").read().splitlines()
+    assert len(rows) == 31
+    cycle_green = (TF.pil_to_tensor(picture)[:, 360:, :] == torch.tensor(
+        cyclegan.CURVE_COLOURS[2], dtype=torch.uint8).view(3, 1, 1)).all(0)
+    assert cycle_green.sum() > 50
+    first = os.path.getmtime("runs/data/losses.png")
+    run_main(["--data", "data", "--resume", "--max-iters", "40"], capsys)
+    assert os.path.getmtime("runs/data/losses.png") >= first
+    assert Image.open("runs/data/losses.png").size == (640, 540)
+
+
+def test_the_sample_grids_show_test_images_spread_over_the_test_set(run_dir, capsys,
+                                                                    monkeypatch):
+    """12 test images of each domain: the grids show numbers 0, 3, 6 and 9 of them (sorted by
+    name), at every iteration and after a resume."""
+    for number in range(10):
+        for folder in ("testA", "testB"):
+            write_image(f"data/{folder}/t{number}.png")
+    shown = []
+    real_grid = cyclegan.save_sample_grid
+
+    def recording_grid(model, test_X, test_Y, precision, path):
+        shown.append(test_X.clone())
+        return real_grid(model, test_X, test_Y, precision, path)
+    monkeypatch.setattr(cyclegan, "save_sample_grid", recording_grid)
+    run_main(["--data", "data", *TINY, "--max-iters", "2", "--sample-every", "1"], capsys)
+    run_main(["--data", "data", "--resume", "--max-iters", "3"], capsys)
+    paths = cyclegan.list_images("data/testA")
+    expected = [cyclegan.load_image(paths[i], 36)[:, 2:34, 2:34] for i in (0, 3, 6, 9)]
+    expected = cyclegan.to_model_range(torch.stack(expected))
+    assert len(shown) == 5 and all(torch.equal(images, expected) for images in shown)
 
 
 # --- 8. Using the trained model ---------------------------------------------------------------
@@ -1867,9 +1959,11 @@ def test_pasted_into_a_jupyter_kernel(tmp_path):
     pictures = [d for d in displays[2] if "image/png" in d]
     assert len(progress) == 1 and progress[0].startswith("epoch 75 it 300/300 |")
     assert " s/it, ETA 0:00:00" in progress[0]
-    assert len(pictures) == 1
+    assert len(pictures) == 2  # the newest grid, and the loss curves below it
     newest = Image.open(io.BytesIO(base64.b64decode(pictures[0]["image/png"])))
     assert newest.size == Image.open(tmp_path / "runs/data/samples/iter_0000300.png").size
+    curves = Image.open(io.BytesIO(base64.b64decode(pictures[1]["image/png"])))
+    assert curves.size == (640, 540)
     assert "main(['--resume', '--out', 'runs/data2'])" in outputs[3]
     assert notebook.cells[4].source == (
         "main(['--resume', '--max-iters', '40', '--out', 'runs/data2'])")
