@@ -862,6 +862,10 @@ def test_a_global_colour_map_is_reproduced_at_full_size():
     maps = cyclegan.fit_colour_maps(small, 0.5 * small.flip(0) + 0.1, eps=1e-6)
     expected = cyclegan.to_pixels(0.5 * cyclegan.to_model_range(photo).flip(0) + 0.1)
     assert (cyclegan.apply_colour_maps(maps, photo).int() - expected.int()).abs().max() <= 1
+    # in strips of any size (60 pixels: 2 rows of 30; 7, less than a row: 1 row), the same result
+    for strip_pixels in (60, 7):
+        assert torch.equal(cyclegan.apply_colour_maps(maps, photo, strip_pixels),
+                           cyclegan.apply_colour_maps(maps, photo))
 
 
 def test_every_written_image_rounds_to_the_nearest_value(tmp_path):
