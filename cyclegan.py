@@ -26,7 +26,7 @@ is also a mean over its grid of patch scores (14 x 14 at 128px).
 
 How to run it.
     python cyclegan.py --data demo                    # a toy task: 13-30 s on 2 CPU cores
-    bash download_data.sh summer2winter_yosemite      # 126 MB into datasets/
+    bash download_data.sh summer2winter_yosemite      # 132.6 MB into datasets/
     python cyclegan.py --data summer2winter           # 246,200 iterations: use a GPU
     python cyclegan.py --translate photo.jpg          # summer -> winter with the newest run
     torchrun --standalone --nproc_per_node=4 cyclegan.py --data summer2winter   # on 4 GPUs
@@ -270,7 +270,7 @@ class CycleGAN(nn.Module):
 # towards the real data. Each function receives a discriminator's grid of patch scores and returns
 # the mean over it (and over the batch): the E[...] of the equations. The scores are cast to fp32
 # first. On CUDA, autocast already computes a power in fp32; on the CPU it leaves the square and
-# the mean in bf16, which keeps about 3 significant digits of the loss.
+# the mean in bf16, whose 8-bit significand keeps about 2.4 decimal digits of the loss.
 
 def real_mse_loss(d_out):
     # E[(D(.) - 1)^2]: the discriminator's target for real images, and each generator's for its
@@ -636,8 +636,9 @@ def demo_translation_errors(model, size, precision, count=64):
 # multiples of 4 (we pad other sizes by reflection and crop back). What they learned, though, are
 # textures at the scale of their training images, so a larger photo is translated scaled down to
 # that size, and the translation is then carried back to the photo's own size as a colour
-# transform (section 10 says how, and what it cannot carry). The official test script instead
-# resizes every photo to 256 x 256, losing its aspect ratio; we keep the aspect ratio.
+# transform (section 10 says how, and what it cannot carry). The official test script, with its
+# default load and crop sizes, resizes every photo to 256 x 256, losing its aspect ratio; we keep
+# the aspect ratio.
 # Two kinds of file hold generators (load_generator, section 14): our checkpoint.pt (both,
 # --direction picks one), and a bare Generator state_dict such as the authors' published models
 # (one generator, one direction).
@@ -808,7 +809,7 @@ def scale_down(pixels, shorter_side):
 
 
 def to_rgb(img):
-    """Greyscale, 16-bit, RGBA, CMYK and palette images all occur in the CycleGAN datasets; each
+    """Greyscale, 16-bit, RGBA, CMYK and palette images may occur in a dataset folder; each
     must reach the network as 3 channels of 8 bits."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         # 16-bit greyscale: convert("RGB") would clip it to white, so scale it down.
@@ -1252,8 +1253,7 @@ class DistributedNetworks:
     DistributedDataParallel of its own, which averages its gradients over the processes as
     backward computes them. The checkpoint keeps saving the plain networks (the official keys,
     no `module.` prefixes). The networks have no buffers (instance norm keeps no running
-    statistics), so DDP has nothing else to keep in step. Its default static_graph=False is
-    needed: a generator is called three times before one backward."""
+    statistics), so DDP has nothing else to keep in step."""
     def __init__(self, model, device):
         device_ids = [device.index] if device.type == "cuda" else None
         self.G_XtoY = DDP(model.G_XtoY, device_ids=device_ids)
@@ -1721,8 +1721,9 @@ def load_generator(path, direction):
         raise CycleGANError(f"--direction does not apply to {path}: it holds one generator, "
                             "which translates one way only; drop the flag")
     # A bare generator, such as the authors': outputs are named after the file
-    # (photo_summer2winter_yosemite.png). The official test script runs them on photos resized to
-    # 256 x 256; we translate at a shorter side of 256px, keeping the aspect ratio.
+    # (photo_summer2winter_yosemite.png). The official test script, by default, runs them on
+    # photos resized to 256 x 256; we translate at a shorter side of 256px, keeping the aspect
+    # ratio.
     name = os.path.splitext(os.path.basename(path))[0]
     return generator_from_state_dict(state, path), name, 256
 
