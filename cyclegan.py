@@ -651,8 +651,10 @@ def translate_image(generator, image):
 
 
 def translate(options):
-    """--translate: each input image -> <out>/<stem>_<direction>.png, at the photo's own size,
-    translated at the size the model learned at (or --translate-size). A 143px model barely
+    """--translate: each input image -> <out>/<stem>_<direction>.png (or the first free
+    <stem>_<direction>2.png, ...), at the photo's own size, translated at the size the model
+    learned at (or --translate-size). A photo that cannot be translated gets its own error line,
+    and the others are translated. A 143px model barely
     changes a 4000x3000 photo, whose textures are ~20x smaller than those it learned."""
     path = options.get("checkpoint")
     if path is None:
