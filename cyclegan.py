@@ -340,10 +340,9 @@ class ImagePool:
 #   1. the generators take a step on their side of eq. 3 plus the identity term, with the
 #      discriminators held fixed;
 #   2. the discriminators take a step on real images and on fakes drawn from the history pool.
-# `precision` is chosen for the hardware: precision.autocast() runs the networks in
-# 16-bit floats where that is fast, and precision.scaler guards fp16 gradients against underflow.
-# In fp32 and bf16 the scaler is switched off: scaler.scale(loss).backward() is loss.backward(),
-# scaler.step(optimizer) is optimizer.step(), and scaler.update() does nothing.
+# Precision (section 11): precision.autocast() runs the networks in 16-bit floats where the
+# hardware is fast at it. Read precision.scaler.scale(loss).backward() as loss.backward(), and
+# scaler.step(opt) as opt.step(): they differ only in fp16, whose gradients the scaler guards.
 
 # The keys of the dict that train_step returns, in the column order of losses.csv.
 LOSS_NAMES = ("D_X", "D_Y", "G_XtoY", "G_YtoX", "cycle_X", "cycle_Y", "idt_X", "idt_Y")
@@ -439,28 +438,24 @@ def to_pixels(images):
 
 
 class UnpairedImages:
-    """Both training domains in memory as uint8, and the plan of each epoch.
+    """Both training domains in memory as uint8 (|X|, 3, load_size, load_size), and the paper's
+    way of drawing from them.
 
-    An epoch: domain X in a shuffled order, a random image of Y for each (so x and y are never
-    the same scene: the photos are unpaired), and for each image a random 128px window of its
-    143px picture, mirrored half the time. Like the official code, an epoch has max(|X|, |Y|)
-    places, wrapping round the smaller domain; the crop and the mirroring are its only
-    augmentation, which gives a ~1,000-photo domain more variety to learn from.
+    An epoch: X in a shuffled order, a random image of Y for each (so x and y are never the same
+    scene: the photos are unpaired), and for each image a random 128px window of its 143px
+    picture, mirrored half the time. Like the official code, an epoch has max(|X|, |Y|) places,
+    wrapping round the smaller domain; the crop and the mirroring are its only augmentation,
+    which gives a ~1,000-photo domain more variety to learn from.
     """
-    def __init__(self, images_X, images_Y, image_size, seed):
-        self.images_X = images_X  # (|X|, 3, load_size, load_size) uint8
+    def __init__(self, images_X, images_Y, image_size):
+        self.images_X = images_X
         self.images_Y = images_Y
         self.image_size = image_size
-        self.seed = seed
         self.epoch_length = max(len(images_X), len(images_Y))  # places per epoch
-        self.planned = (None, None)  # (epoch, its plan): the epoch under way
 
-    def epoch_plan(self, epoch):
-        """For each of the epoch's places: an image of X and one of Y, the top-left corner of
-        each one's crop, and whether each is mirrored. Drawn from (seed, epoch) alone, so a
-        resumed run can rebuild the epoch it stopped in."""
-        # A random stream of its own for each (seed, epoch), while epochs stay below 100,003.
-        rng = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+    def plan_epoch(self, rng):
+        """Draws an epoch from the random stream `rng`: for each of its places, an image of X and
+        one of Y, the top-left corner of each one's crop, and whether each is mirrored."""
         places = self.epoch_length
         corners = self.images_X.shape[-1] - self.image_size + 1  # crop positions per axis
         return {"x": torch.randperm(places, generator=rng) % len(self.images_X),
@@ -470,20 +465,9 @@ class UnpairedImages:
                 "x_mirror": torch.rand(places, generator=rng) < 0.5,
                 "y_mirror": torch.rand(places, generator=rng) < 0.5}
 
-    def iterations_per_epoch(self, batch_size):
-        return math.ceil(self.epoch_length / (batch_size * process_count()))
-
-    def batch(self, epoch, iteration, batch_size, device):
-        """The batch of the epoch's `iteration` (from 0) -> real_X, real_Y: floats
-        (batch_size, 3, size, size) in [-1, 1] on `device`."""
-        if self.planned[0] != epoch:
-            self.planned = (epoch, self.epoch_plan(epoch))
-        plan = self.planned[1]
-        # Under torchrun (section 12) an iteration has batch_size places for each process, and
-        # each process takes its own; past the epoch's end they wrap round to its start, so that
-        # every process always has a full batch. Alone, process_rank() is 0 and the count 1.
-        first = (iteration * process_count() + process_rank()) * batch_size
-        places = torch.arange(first, first + batch_size) % self.epoch_length
+    def batch(self, plan, places, device):
+        """The images at some places of an epoch's plan -> real_X, real_Y: floats
+        (len(places), 3, size, size) in [-1, 1] on `device`."""
         x = self.crop(self.images_X, plan["x"][places], plan["x_corner"][places],
                       plan["x_mirror"][places])
         y = self.crop(self.images_Y, plan["y"][places], plan["y_corner"][places],
@@ -515,7 +499,7 @@ def load_dataset(args):
     # by name may be 4 crops of one photo): the same view of the same images at every iteration.
     test_images_X = test_images_X[evenly_spaced(len(test_images_X), 4)]
     test_images_Y = test_images_Y[evenly_spaced(len(test_images_Y), 4)]
-    return (UnpairedImages(images_X, images_Y, args.image_size, args.seed),
+    return (UnpairedImages(images_X, images_Y, args.image_size),
             to_model_range(TF.center_crop(test_images_X, args.image_size)),
             to_model_range(TF.center_crop(test_images_Y, args.image_size)))
 
@@ -528,10 +512,8 @@ def load_dataset(args):
 
 def learning_rate(epoch, args):
     """The rate during `epoch` (from 0): --lr for the first --epochs, then falling by
-    1/(decay_epochs + 1) of it per epoch, so the line would reach 0 the epoch after the last.
-    This is the official code's lambda_rule as written. Its train.py, since mid 2020, steps the
-    scheduler at the start of each epoch, which starts the decay one epoch earlier and trains the
-    last epoch at rate 0; we keep the rule as written, so that every epoch trains."""
+    1/(decay_epochs + 1) of it per epoch, so the line would reach 0 the epoch after the last (the
+    official code's lambda_rule)."""
     return args.lr * (1.0 - max(0, epoch + 1 - args.epochs) / (args.decay_epochs + 1))
 
 
@@ -541,9 +523,6 @@ class Training:
     def __init__(self, args, precision, device):
         torch.manual_seed(args.seed)  # same seed, same initial weights and pool draws
         self.model = CycleGAN(args.ngf, args.ndf, args.n_blocks).to(device)
-        # What train_step runs: the model itself, or under torchrun (section 12) the networks
-        # wrapped so that backward averages their gradients over the processes.
-        self.networks = for_this_process(self.model, args.seed)
         generators = [*self.model.G_XtoY.parameters(), *self.model.G_YtoX.parameters()]
         discriminators = [*self.model.D_X.parameters(), *self.model.D_Y.parameters()]
         self.opt_G = torch.optim.Adam(generators, lr=args.lr, betas=(0.5, 0.999))
@@ -558,12 +537,22 @@ class Training:
 def train(args, run_folder, checkpoint, introduction, stop, device):
     """Trains a new run in `run_folder`, or continues the one in `checkpoint`; returns the model.
     Every so many iterations it writes a progress line, a sample grid (rows x, G(x), F(G(x)), y,
-    F(y), G(F(y)) of fixed test images) and the checkpoint. Setting up (the networks, the data, a
-    checkpoint restored), these outputs and the closing lines are machinery (section 13); `stop`
-    turns Ctrl-C into a request that the loop honours (section 16)."""
-    training, data, test_X, test_Y, last = set_up_training(args, checkpoint, introduction, device)
-    iterations_per_epoch = data.iterations_per_epoch(args.batch_size)
-    writes = process_rank() == 0  # under torchrun only the first process writes files
+    F(y), G(F(y)) of fixed test images) and the checkpoint. Those outputs, the checkpoint's
+    restoring and the several-GPU parts are machinery (sections 12, 13); `stop` turns Ctrl-C into
+    a request that the loop honours (section 16)."""
+    training = Training(args, Precision(args.precision, device), device)
+    # Under torchrun, the networks wrapped so that backward averages gradients over processes
+    training.model = for_this_process(training.model, args.seed)
+    # The data is read before anything is written: a bad dataset leaves no run folder behind.
+    data, test_X, test_Y = load_dataset(args)
+    batches = Batches(data, args.batch_size, args.seed)  # the epochs of section 5, reproducible
+    iterations_per_epoch = batches.iterations_per_epoch()
+    last = (args.epochs + args.decay_epochs) * iterations_per_epoch  # the schedule's end
+    if args.max_iters is not None:
+        last = min(last, args.max_iters)
+    if checkpoint is not None:
+        restore_training(training, checkpoint)
+    announce_run(introduction, training, data, iterations_per_epoch, last, args)
     log = ProgressLog(run_folder, training, data, test_X, test_Y)
     first = training.iteration  # 0, or where a resumed run continues
     # One iteration after another until the schedule ends (or --max-iters). The epoch and the
@@ -575,8 +564,8 @@ def train(args, run_folder, checkpoint, introduction, stop, device):
         for optimizer in (training.opt_G, training.opt_D):
             optimizer.param_groups[0]["lr"] = learning_rate(epoch, args)
         step_start = time.perf_counter()
-        real_X, real_Y = data.batch(epoch, index, args.batch_size, device)
-        losses = train_step(training.networks, real_X, real_Y, training.opt_G, training.opt_D,
+        real_X, real_Y = batches.get(epoch, index, device)
+        losses = train_step(training.model, real_X, real_Y, training.opt_G, training.opt_D,
                             training.pool_X, training.pool_Y, training.precision, args)
         training.iteration += 1
         log.add(losses, time.perf_counter() - step_start)
@@ -585,7 +574,7 @@ def train(args, run_folder, checkpoint, introduction, stop, device):
             log.write(training, epoch, last)
         # A sample grid, the loss curves, and a warning if the translations stop depending on
         # their inputs (section 13).
-        if training.iteration % args.sample_every == 0 and writes:
+        if training.iteration % args.sample_every == 0 and first_process():
             log.sample(training, f"iter_{training.iteration:07d}")
         if training.iteration % args.checkpoint_every == 0:
             save_training(run_folder, training, args, log)
@@ -1173,8 +1162,13 @@ def choose_device(name):
 # (python cyclegan.py, a notebook) it answers as one process alone would.
 
 def process_rank():
-    """This process's number among torchrun's (0 writes the files); 0 when alone."""
+    """This process's number among torchrun's; 0 when alone."""
     return dist.get_rank() if dist.is_initialized() else 0
+
+
+def first_process():
+    """True in the process that prints and writes files: the only one, or torchrun's rank 0."""
+    return process_rank() == 0
 
 
 def process_count():
@@ -1204,14 +1198,15 @@ def start_torchrun_or_choose_device(device_name):
 
 
 def for_this_process(model, seed):
-    """What train_step runs. Alone: the model itself. Under torchrun: its four networks, each in
-    DDP; and every process but the first gets a random stream of its own, so that the processes'
-    history pools draw differently (the weights were initialised before, from the shared seed)."""
+    """The model that training steps. Alone: the model itself. Under torchrun: its four networks,
+    each in DDP; and every process but the first gets a random stream of its own, so that the
+    processes' history pools draw differently (the weights were initialised before, from the
+    shared seed)."""
     if not dist.is_initialized():
         return model
-    if process_rank() > 0:  # the first process draws as a run of one process would
+    if not first_process():  # the first process draws as a run of one process would
         torch.manual_seed(seed * 1_000_003 + process_rank())
-    return DistributedNetworks(model, next(model.parameters()).device)
+    return DistributedNetworks(model)
 
 
 def mean_over_processes(tensor):
@@ -1236,7 +1231,7 @@ def gather_on_first_process(value):
     """Every process's value, as a list on the first process (None on the others)."""
     if not dist.is_initialized():
         return [value]
-    values = [None] * process_count() if process_rank() == 0 else None
+    values = [None] * process_count() if first_process() else None
     dist.gather_object(value, values, dst=0)
     return values
 
@@ -1251,17 +1246,28 @@ def from_first_process(value):
 
 
 class DistributedNetworks:
-    """The four networks as train_step sees them under torchrun: each in a
-    DistributedDataParallel of its own, which averages its gradients over the processes as
-    backward computes them. The checkpoint keeps saving the plain networks (the official keys,
-    no `module.` prefixes). The networks have no buffers (instance norm keeps no running
+    """The model under torchrun: each of the four networks in a DistributedDataParallel of its
+    own, which averages its gradients over the processes as backward computes them. Its
+    parameters and state_dict are the plain model's, so the checkpoint keeps the official keys
+    (no `module.` prefixes). The networks have no buffers (instance norm keeps no running
     statistics), so DDP has nothing else to keep in step."""
-    def __init__(self, model, device):
+    def __init__(self, model):
+        device = next(model.parameters()).device
         device_ids = [device.index] if device.type == "cuda" else None
+        self.plain = model
         self.G_XtoY = DDP(model.G_XtoY, device_ids=device_ids)
         self.G_YtoX = DDP(model.G_YtoX, device_ids=device_ids)
         self.D_X = DiscriminatorInDDP(model.D_X, device_ids)
         self.D_Y = DiscriminatorInDDP(model.D_Y, device_ids)
+
+    def parameters(self):
+        return self.plain.parameters()
+
+    def state_dict(self):
+        return self.plain.state_dict()
+
+    def load_state_dict(self, state):
+        return self.plain.load_state_dict(state)
 
 
 class DiscriminatorInDDP(nn.Module):
@@ -1318,30 +1324,51 @@ def torchrun_command(arguments):
 # stopped: bit for bit on a CPU (a GPU's fastest kernels are not bitwise repeatable). A run saves
 # every --checkpoint-every iterations and when it ends or is stopped.
 
-def set_up_training(args, checkpoint, introduction, device):
-    """Before the loop: the networks and optimisers, the data, a checkpoint restored, and lines
-    that say what will run. -> (Training, the data, the sample grids' test images of X and of Y,
-    the iteration to stop at)."""
-    training = Training(args, Precision(args.precision, device), device)
-    # The data is read before anything is written: a bad dataset leaves no run folder behind.
-    data, test_X, test_Y = load_dataset(args)
+class Batches:
+    """Which images each iteration trains on: section 5's epochs, made exact and shared. Each
+    epoch's plan is drawn from a random stream of its own, seeded by (seed, epoch) alone, so a
+    resumed run rebuilds the epoch it stopped in and every torchrun process draws the same plan.
+    Under torchrun an iteration has batch_size places for each process, and each process takes
+    its own; past the epoch's end they wrap round to its start, so that every process always has
+    a full batch."""
+    def __init__(self, data, batch_size, seed):
+        self.data = data
+        self.batch_size = batch_size
+        self.seed = seed
+        self.planned = (None, None)  # (epoch, its plan): the epoch under way
+
+    def iterations_per_epoch(self):
+        return math.ceil(self.data.epoch_length / (self.batch_size * process_count()))
+
+    def plan(self, epoch):
+        if self.planned[0] != epoch:
+            # A stream of its own for each (seed, epoch), while epochs stay below 100,003
+            rng = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self.planned = (epoch, self.data.plan_epoch(rng))
+        return self.planned[1]
+
+    def get(self, epoch, iteration, device):
+        """The batch of the epoch's `iteration` (from 0) -> real_X, real_Y on `device`."""
+        first = (iteration * process_count() + process_rank()) * self.batch_size
+        places = torch.arange(first, first + self.batch_size) % self.data.epoch_length
+        return self.data.batch(self.plan(epoch), places, device)
+
+
+def announce_run(introduction, training, data, iterations_per_epoch, last, args):
+    """The lines that say what will run: the settings, where a resumed run continues, and the
+    device, the data and the schedule."""
     print(introduction, end="")
-    iterations_per_epoch = data.iterations_per_epoch(args.batch_size)
-    last = (args.epochs + args.decay_epochs) * iterations_per_epoch
-    if args.max_iters is not None:
-        last = min(last, args.max_iters)
-    if checkpoint is not None:
-        restore_training(training, checkpoint)
-        epoch = training.iteration // iterations_per_epoch
+    epoch = training.iteration // iterations_per_epoch
+    if training.iteration > 0:
         print(f"resumed at iteration {training.iteration} (epoch {epoch + 1}), learning rate "
               f"{learning_rate(epoch, args):.6g}")
     if process_count() > 1:
         print(f"{process_count()} processes (torchrun), each on its own device, "
               f"{args.batch_size * process_count()} images per iteration")
-    print(f"device {device}, precision {training.precision.name}; {len(data.images_X)} images in "
-          f"X, {len(data.images_Y)} in Y, {iterations_per_epoch} iterations per epoch, stopping "
-          f"at iteration {last}" + (": nothing to train" if training.iteration >= last else ""))
-    return training, data, test_X.to(device), test_Y.to(device), last
+    print(f"device {training.device}, precision {training.precision.name}; "
+          f"{len(data.images_X)} images in X, {len(data.images_Y)} in Y, {iterations_per_epoch} "
+          f"iterations per epoch, stopping at iteration {last}"
+          + (": nothing to train" if training.iteration >= last else ""))
 
 
 def finish_training(run_folder, training, args, log, stop):
@@ -1350,7 +1377,7 @@ def finish_training(run_folder, training, args, log, stop):
     trained = log.iterations() > 0
     if trained and training.iteration % args.checkpoint_every != 0:  # not saved just now
         save_training(run_folder, training, args, log)
-    if trained and process_rank() == 0:
+    if trained and first_process():
         log.sample(training, "last")
     print(log.summary(finished=not stop.stopping))
     if stop.stopping:
@@ -1391,7 +1418,7 @@ def save_training(run_folder, training, args, log):
            "pool_X": [image.cpu() for image in training.pool_X.images],
            "pool_Y": [image.cpu() for image in training.pool_Y.images]}
     every_process = gather_on_first_process(own)
-    if process_rank() != 0:
+    if not first_process():
         return
     state = {name: part.state_dict() for name, part in checkpoint_parts(training).items()}
     state["iteration"] = training.iteration
@@ -1463,8 +1490,7 @@ class ProgressLog:
     def __init__(self, run_folder, training, data, test_X, test_Y):
         self.run_folder = run_folder
         self.device = training.device
-        self.writes = process_rank() == 0
-        self.test_X = test_X  # the sample grids' fixed test images, on the device
+        self.test_X = test_X  # the sample grids' fixed test images
         self.test_Y = test_Y
         # What generators that ignore their inputs would give back at best (section 7): each
         # domain's average image, for the check at every sample.
@@ -1477,9 +1503,9 @@ class ProgressLog:
         self.notebook = NotebookDisplay() if in_notebook() else None
         if self.device.type == "cuda":  # this run's own peak: a notebook may run several
             torch.cuda.reset_peak_memory_stats(self.device)
-        if self.writes:
+        if first_process():
             os.makedirs(f"{run_folder}/samples", exist_ok=True)
-        if training.iteration == 0 and self.writes:  # a resumed run appends to its losses.csv
+        if training.iteration == 0 and first_process():  # a resumed run appends to its losses.csv
             header = ",".join(["iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it"]) + "\n"
             write_file(f"{run_folder}/losses.csv", lambda f: f.write(header.encode()))
 
@@ -1521,7 +1547,7 @@ class ProgressLog:
         self.stop_if_not_finite(training, [mean_losses])
         means = dict(zip(LOSS_NAMES, mean_losses.tolist()))
         self.losses = []
-        if not self.writes:
+        if not first_process():
             return
         shown = " ".join(f"{name} {means[name]:.3f}" for name in LOSS_NAMES)
         seconds = self.seconds_per_iteration()
@@ -1549,8 +1575,8 @@ class ProgressLog:
         """samples/<name>.png, losses.png redrawn from losses.csv (in a notebook both are shown,
         each in place of the last), and the check that the translations use their inputs."""
         grid_path = f"{self.run_folder}/samples/{name}.png"
-        rows = save_sample_grid(training.model, self.test_X, self.test_Y, training.precision,
-                                grid_path)
+        rows = save_sample_grid(training.model, self.test_X.to(self.device),
+                                self.test_Y.to(self.device), training.precision, grid_path)
         curves_path = f"{self.run_folder}/losses.png"
         draw_loss_curves(f"{self.run_folder}/losses.csv", curves_path)
         warning = inputs_ignored(rows, self.average_X, self.average_Y)
@@ -1962,7 +1988,7 @@ def draw_demo_dataset(args):
     images_Y = demo_images(200, 200, args.load_size, "winter")
     test_X = to_model_range(demo_images(DEMO_TEST_FIRST, 4, args.image_size, "summer"))
     test_Y = to_model_range(demo_images(DEMO_TEST_FIRST + 4, 4, args.image_size, "winter"))
-    return UnpairedImages(images_X, images_Y, args.image_size, args.seed), test_X, test_Y
+    return UnpairedImages(images_X, images_Y, args.image_size), test_X, test_Y
 
 
 def print_demo_check(model, size, precision):
@@ -2090,30 +2116,29 @@ def train_from_flags(typed):
     device = start_torchrun_or_choose_device(typed.get("device", "auto"))
     # Under torchrun only the first process prints; it also decides the run folder and reads
     # the checkpoint, and the others take its word.
-    first_process = process_rank() == 0
-    output = sys.stdout if first_process else open(os.devnull, "w")
+    output = sys.stdout if first_process() else open(os.devnull, "w")
     try:
         with contextlib.redirect_stdout(output), StopOnCtrlC() as stop:
-            prepared = prepare_run(typed) if first_process else None
+            prepared = prepare_run(typed) if first_process() else None
             args, run_folder, checkpoint, introduction = from_first_process(prepared)
             try:
                 model = train(args, run_folder, checkpoint, introduction, stop, device)
             except (WriteFailed, torch.OutOfMemoryError) as error:
                 raise CycleGANError(training_fault(error, args, device, run_folder)) from None
+            # What to do next, once (inside: first_process() needs the process group)
+            next_steps = first_process() and not stop.stopping
+            if next_steps and args.data == "demo":
+                print_demo_check(model, args.image_size, Precision(args.precision, device))
+                write_demo_photos(run_folder, args.load_size)
+            elif next_steps:
+                print("translate photos with this model:\n  " + command_to_run(
+                    ["--translate", "PHOTO_OR_FOLDER", "--checkpoint",
+                     f"{run_folder}/checkpoint.pt"], one_process=True))
     finally:
         if dist.is_initialized():  # under torchrun: leave the other processes
             dist.destroy_process_group()
-    if stop.stopping:
-        if not in_notebook():
-            raise SystemExit(130)
-        return model
-    if args.data == "demo" and first_process:
-        print_demo_check(model, args.image_size, Precision(args.precision, device))
-        write_demo_photos(run_folder, args.load_size)
-    elif first_process:
-        print("translate photos with this model:\n  " + command_to_run(
-            ["--translate", "PHOTO_OR_FOLDER", "--checkpoint", f"{run_folder}/checkpoint.pt"],
-            one_process=True))
+    if stop.stopping and not in_notebook():
+        raise SystemExit(130)
     return model
 
 

@@ -416,55 +416,98 @@ def test_discriminator_loss_factor_does_not_change_adams_update(monkeypatch):
 # --- 5. Data ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("layout", ["official", "udacity"])
-def test_loader_reads_mixed_images_in_both_layouts(tmp_path, layout):
+def test_loader_reads_mixed_images_in_both_layouts(tmp_path, monkeypatch, layout):
+    """Decoded once into uint8 (no file is opened per step); an epoch has max(|X|, |Y|) places."""
     root = make_dataset(tmp_path / "data", layout, n_x=4, n_y=3)
     data, test_X, test_Y = cyclegan.load_dataset(tiny_args(data=root))
     assert data.images_X.shape == (4, 3, 36, 36) and data.images_X.dtype == torch.uint8
     assert data.images_Y.shape == (3, 3, 36, 36)
     assert test_X.shape == test_Y.shape == (2, 3, 32, 32)
-    assert data.epoch_length == 4  # max(|X|, |Y|)
-    assert data.iterations_per_epoch(2) == 2
-    plan = data.epoch_plan(0)
-    assert sorted(plan["x"].tolist()) == [0, 1, 2, 3] and all(0 <= i < 3 for i in plan["y"])
-    assert not torch.equal(data.epoch_plan(1)["x"], plan["x"]) or not torch.equal(
-        data.epoch_plan(2)["x"], plan["x"])  # a new order each epoch
-    x, y = data.batch(0, 0, 2, "cpu")
+    assert data.epoch_length == 4
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("decoded an image per step"))
+    x, y = cyclegan.Batches(data, 2, seed=0).get(0, 0, "cpu")
     assert x.shape == y.shape == (2, 3, 32, 32) and x.dtype == torch.float32
     assert x.min() >= -1 and x.max() <= 1 and x.std() > 0.1
 
 
-def test_the_epoch_plan_is_shared_out_among_processes(tmp_path, monkeypatch):
-    """Images, crops and mirrorings come from the epoch's plan, not from a process's random
-    stream: 2 processes at batch 1 see exactly what 1 process sees at batch 2, and the last
-    iteration wraps round so that every process has a full batch."""
-    data, _, _ = cyclegan.load_dataset(tiny_args(data=make_dataset(tmp_path / "data", n_x=5)))
-    assert data.epoch_length == 5 and data.iterations_per_epoch(2) == 3  # ceil(5 / 2)
-    alone = [data.batch(3, iteration, 2, "cpu") for iteration in range(3)]
-    monkeypatch.setattr(cyclegan, "process_count", lambda: 2)
-    assert data.iterations_per_epoch(1) == 3
+def coded_images(count, first_number, size=36):
+    """Images whose pixels say where they come from: channel 0 is the image's number, channel 1
+    the row and channel 2 the column of the pixel (uint8, count x 3 x size x size)."""
+    images = torch.empty(count, 3, size, size, dtype=torch.uint8)
+    images[:, 0] = torch.arange(first_number, first_number + count).view(count, 1, 1)
+    images[:, 1] = torch.arange(size).view(size, 1)
+    images[:, 2] = torch.arange(size).view(1, size)
+    return images
+
+
+def decode(batch):
+    """A batch of crops of coded images -> (number, top, left, mirrored) of each."""
+    pixels = cyclegan.to_pixels(batch).int()
+    return [(p[0, 0, 0].item(), p[1, 0, 0].item(), p[2, :, [0, -1]].min().item(),
+             p[2, 0, 0].item() > p[2, 0, -1].item()) for p in pixels]
+
+
+def epoch_seen(batches, epoch):
+    """What every place of an epoch shows: a list of (x's code, y's code) per place."""
+    seen = []
+    for iteration in range(batches.iterations_per_epoch()):
+        real_X, real_Y = batches.get(epoch, iteration, "cpu")
+        seen += list(zip(decode(real_X), decode(real_Y)))
+    return seen
+
+
+def test_an_epoch_shuffles_x_draws_a_random_y_and_crops_and_mirrors_each_image_its_own_way():
+    """20 images of X (numbered 0-19) and 15 of Y (100-114): an epoch shows each x once in a
+    shuffled order, a y drawn at random for each (repeats allowed, not in step with x), and
+    every image at its own crop position and mirroring, about half mirrored; nothing of x's
+    draws is reused for y. Any of these dropped, or crossed between the domains, fails here."""
+    data = cyclegan.UnpairedImages(coded_images(20, 0), coded_images(15, 100), 32)
+    batches = cyclegan.Batches(data, batch_size=2, seed=0)
+    assert batches.iterations_per_epoch() == 10
+    epochs = [epoch_seen(batches, epoch) for epoch in (0, 1)]
+    for seen in epochs:
+        xs = [x for x, _ in seen]
+        ys = [y for _, y in seen]
+        assert sorted(x[0] for x in xs) == list(range(20))  # each x once ...
+        assert [x[0] for x in xs] != list(range(20))  # ... shuffled
+        assert all(100 <= y[0] < 115 for y in ys)  # y from Y
+        assert len({y[0] for y in ys}) < 15  # drawn with repeats, not a shuffle of Y
+        assert [y[0] - 100 for y in ys] != [x[0] % 15 for x in xs]  # not tied to x
+        for domain in (xs, ys):
+            assert all(0 <= top <= 4 and 0 <= left <= 4 for _, top, left, _ in domain)
+            assert len({(top, left) for _, top, left, _ in domain}) > 8  # each its own crop
+            assert 5 <= sum(mirrored for *_, mirrored in domain) <= 15  # about half
+        # x's draws are not y's: their corners and mirrorings differ place by place
+        assert [x[1:3] for x in xs] != [y[1:3] for y in ys]
+        assert [x[3] for x in xs] != [y[3] for y in ys]
+    assert [x for x, _ in epochs[0]] != [x for x, _ in epochs[1]]  # a new order each epoch
+
+
+def test_an_epochs_plan_depends_on_the_seed_and_epoch_alone():
+    """A resumed run (a new Batches, other draws from torch's global random stream meanwhile)
+    sees exactly the batches of an uninterrupted one, from any iteration on; another seed sees
+    others. Under torchrun, 2 processes at batch 1 see exactly what 1 process sees at batch 2,
+    and the last iteration wraps round so that every process has a full batch."""
+    data = cyclegan.UnpairedImages(coded_images(5, 0), coded_images(4, 100), 32)
+    straight = cyclegan.Batches(data, 2, seed=3)
+    alone = [straight.get(7, iteration, "cpu") for iteration in range(3)]  # ceil(5 / 2)
+    torch.manual_seed(12345)
+    torch.rand(10)
+    resumed = cyclegan.Batches(data, 2, seed=3)
+    assert tensors_equal(resumed.get(7, 2, "cpu"), alone[2])  # a resume mid-epoch
+    assert not tensors_equal(cyclegan.Batches(data, 2, seed=4).get(7, 0, "cpu"), alone[0])
     shares = []
-    for rank in (0, 1):
-        monkeypatch.setattr(cyclegan, "process_rank", lambda rank=rank: rank)
-        shares.append([data.batch(3, iteration, 1, "cpu") for iteration in range(3)])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cyclegan, "process_count", lambda: 2)
+        for rank in (0, 1):
+            patch.setattr(cyclegan, "process_rank", lambda rank=rank: rank)
+            share = cyclegan.Batches(data, 1, seed=3)
+            assert share.iterations_per_epoch() == 3
+            shares.append([share.get(7, iteration, "cpu") for iteration in range(3)])
     for (x_alone, y_alone), (x_first, y_first), (x_second, y_second) in zip(alone, *shares):
         assert torch.equal(x_alone, torch.cat([x_first, x_second]))
         assert torch.equal(y_alone, torch.cat([y_first, y_second]))
     assert torch.equal(shares[1][2][0], shares[0][0][0])  # place 5 is place 0 again
-    plan = data.epoch_plan(3)
-    assert plan["x_mirror"].any() and not plan["x_mirror"].all()
-    assert not torch.equal(plan["x_corner"], data.epoch_plan(4)["x_corner"])
-
-
-def test_batches_come_from_the_decoded_cache_without_reading_files(tmp_path, monkeypatch):
-    data, _, _ = cyclegan.load_dataset(tiny_args(data=make_dataset(tmp_path / "data")))
-    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("decoded an image per step"))
-    x, y = data.batch(0, 0, 1, "cpu")
-    crop = (x[0] + 1) * 127.5  # the crop is one of the cached pixels' windows
-    cached = data.images_X.float()
-    windows = [cached[i, :, t:t + 32, l:l + 32]
-               for i in range(3) for t in range(5) for l in range(5)]
-    assert any(torch.allclose(crop, w, atol=1e-3) or torch.allclose(crop, w.flip(-1), atol=1e-3)
-               for w in windows)
 
 
 # --- 6. The training loop ---------------------------------------------------------------------
@@ -1192,6 +1235,7 @@ def test_two_processes_apply_the_full_batch_gradients_at_every_iteration(tmp_pat
     for iteration in range(1, 7):
         assert result.stdout.count(f" it {iteration}/6 |") == 1
     assert "2 processes (torchrun), each on its own device, 2 images per iteration" in result.stdout
+    assert result.stdout.count("translate photos with this model:") == 1
 
 
 @slow
