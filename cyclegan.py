@@ -345,7 +345,7 @@ class ImagePool:
 # scaler.step(opt) as opt.step(): they differ only in fp16, whose gradients the scaler guards.
 
 # The keys of the dict that train_step returns, in the column order of losses.csv.
-LOSS_NAMES = ("D_X", "D_Y", "G_XtoY", "G_YtoX", "cycle_X", "cycle_Y", "idt_X", "idt_Y")
+LOSS_NAMES = ("D_X", "D_Y", "adv_XtoY", "adv_YtoX", "cycle_X", "cycle_Y", "idt_X", "idt_Y")
 
 
 def generator_step(model, real_X, real_Y, opt_G, precision, args):
@@ -384,7 +384,7 @@ def generator_step(model, real_X, real_Y, opt_G, precision, args):
     precision.scaler.step(opt_G)
     model.D_X.requires_grad_(True)
     model.D_Y.requires_grad_(True)
-    losses = {"G_XtoY": adv_XtoY, "G_YtoX": adv_YtoX, "cycle_X": cycle_X, "cycle_Y": cycle_Y,
+    losses = {"adv_XtoY": adv_XtoY, "adv_YtoX": adv_YtoX, "cycle_X": cycle_X, "cycle_Y": cycle_Y,
               "idt_X": idt_X, "idt_Y": idt_Y}
     return fake_X, fake_Y, {name: loss.detach() for name, loss in losses.items()}
 
@@ -639,36 +639,22 @@ def translate_image(generator, image):
     return generator(padded)[..., :height, :width]
 
 
-def translate(options):
+def translate(typed):
     """--translate: each input image -> <out>/<stem>_<direction>.png (or the first free
-    <stem>_<direction>2.png, ...), at the photo's own size, translated at the size the model
-    learned at (or --translate-size). A photo that cannot be translated gets its own error line,
-    and the others are translated. A 143px model barely
-    changes a 4000x3000 photo, whose textures are ~20x smaller than those it learned."""
-    path = options.get("checkpoint")
-    if path is None:
-        data = options.get("data", DEFAULT_SETTINGS["data"][0])
-        path = os.path.join(latest_run_folder(data, ", a model file with --checkpoint FILE"),
-                            "checkpoint.pt")
-    generator, suffix, learned_size = load_generator(path, options.get("direction"))
-    inputs = gather_images(options["translate"])
-    size = options.get("translate_size", learned_size)
-    small_output = options.get("small_output", False)
-    if size == "original":
-        print("translating each photo at its own size (--translate-size original)")
-    else:
-        why = "--translate-size" if "translate_size" in options else "the size it learned at"
-        back = ("and written at that size (--small-output)" if small_output else "and the "
-                "translation carried back to the photo's own size (--small-output keeps it small)")
-        print(f"photos larger than {size}px are translated at a shorter side of {size}px ({why}; "
-              f"--translate-size original translates at their own size), {back}")
-    device = choose_device(options.get("device", "auto"))
-    precision = Precision(options.get("precision", "auto"), device)
+    <stem>_<direction>2.png, ...), at the photo's own size, translated at the size of the
+    model's training images (or --translate-size). A photo that cannot be translated gets its own
+    error line, and the others are translated. A 143px model barely changes a 4000x3000 photo,
+    whose textures are ~20x smaller than those it learned."""
+    generator, suffix, size = generator_for_translation(typed)  # which file, which size
+    device = choose_device(typed.get("device", "auto"))
+    precision = Precision(typed.get("precision", "auto"), device)
     # eval() changes nothing for these networks (no dropout; instance norm keeps no running
     # statistics), but it states the intent.
     generator = generator.to(device).eval()
-    out_folder = options.get("out", "translated")
+    small_output = typed.get("small_output", False)
+    out_folder = typed.get("out", "translated")
     os.makedirs(out_folder, exist_ok=True)
+    inputs = gather_images(typed["translate"])
     failed = 0
     for image_path in inputs:  # one at a time: photos differ in size
         stem = os.path.splitext(os.path.basename(image_path))[0]
@@ -686,7 +672,7 @@ def translate(options):
     if failed:
         raise CycleGANError(f"{failed} of {count} could not be translated (the lines above); the "
                             f"other {len(inputs) - failed} are in {out_folder}/")
-    print(f"done: translated {count} {suffix} with {path}")
+    print(f"done: translated {count} {suffix}")
 
 
 def translate_file(generator, image_path, target, size, precision, small_output):
@@ -1448,34 +1434,34 @@ def restore_training(training, checkpoint):
     torch.set_rng_state(own["rng"])
 
 
-def read_torch_file(path):
-    """A .pt or .pth file -> its dict (on the CPU), or a one-line error naming the file."""
+def read_torch_file(path, what):
+    """A .pt or .pth file -> its dict (on the CPU), or a one-line error that names the file as
+    `what` (a checkpoint, a model file)."""
     if not os.path.isfile(path):
-        raise CycleGANError(f"no checkpoint at {path}")
-    with open(path, "rb") as f:
-        start = f.read(32)
-    # torch.save writes a zip archive, or (before PyTorch 1.6, as the authors' files) a pickle
-    if not (start.startswith(b"PK") or start.startswith(b"\x80")):
-        shown = start.decode("ascii", "replace").split("\n")[0]
-        raise CycleGANError(f"cannot read checkpoint {path}: not a PyTorch file (it begins "
-                            f"{shown!r}); download or copy it again, or check the path")
+        raise CycleGANError(f"no {what} at {path}")
     try:
         # weights_only: a file from the internet cannot run code as it is loaded
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for damaged files
-        # The first sentence of torch's message, or the error's type if it has none
-        lines = str(error).strip().splitlines() or [type(error).__name__]
-        reason = lines[0].split(". ")[0]
-        raise CycleGANError(f"cannot read checkpoint {path}: {reason[:150]} (a damaged file, or "
-                            "not a PyTorch file)") from None
+        with open(path, "rb") as f:
+            start = f.read(32)
+        # torch.save writes a zip archive, or (before PyTorch 1.6, as the authors' files) a pickle
+        if start.startswith((b"PK", b"\x80")):  # damaged: the first sentence of torch's message
+            lines = str(error).strip().splitlines() or [type(error).__name__]
+            reason = lines[0].split(". ")[0][:150] + " (a damaged file)"
+        else:
+            shown = start.decode("ascii", "replace").split("\n")[0]
+            reason = (f"not a PyTorch file (it begins {shown!r}); download or copy it again, or "
+                      "check the path")
+        raise CycleGANError(f"cannot read {what} {path}: {reason}") from None
     if not isinstance(state, dict):
-        raise CycleGANError(f"{path} holds a {type(state).__name__}, not a checkpoint")
+        raise CycleGANError(f"{path} holds a {type(state).__name__}, not a {what}")
     return state
 
 
 def load_checkpoint(path):
     """checkpoint.pt of a cyclegan.py run -> its dict, or a one-line error naming the file."""
-    state = read_torch_file(path)
+    state = read_torch_file(path, "checkpoint")
     if "settings" not in state:
         raise CycleGANError(f"{path} is not a cyclegan.py training checkpoint (a bare generator "
                             "file can be used with --translate, not resumed)")
@@ -1662,7 +1648,7 @@ def inputs_ignored(rows, average_X, average_Y):
 # values faint behind. GAN losses do not fall as a classifier's do: the discriminator and the
 # generators pull against each other and hover; the cycle and identity terms fall.
 LOSS_PANELS = (("discriminators", ("D_X", "D_Y")),
-               ("adversarial terms of the generators", ("G_XtoY", "G_YtoX")),
+               ("adversarial terms of the generators", ("adv_XtoY", "adv_YtoX")),
                ("cycle and identity terms (weighted)", ("cycle_X", "cycle_Y", "idt_X", "idt_Y")))
 CURVE_COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
 
@@ -1732,10 +1718,34 @@ class NotebookDisplay:
 # that the network never uses (track_running_stats is off); like the official loader, we drop
 # them.
 
+def generator_for_translation(typed):
+    """--translate's generator: from --checkpoint FILE, or the newest run of --data. -> (the
+    Generator, the suffix of the output names, the size to translate at); says which and why."""
+    path = typed.get("checkpoint")
+    if path is None:
+        data = typed.get("data", DEFAULT_SETTINGS["data"][0])
+        folder = latest_run_folder(data, ", a model file with --checkpoint FILE")
+        path = os.path.join(folder, "checkpoint.pt")
+    generator, suffix, size, why = load_generator(path, typed.get("direction"))
+    if "translate_size" in typed:
+        size = typed["translate_size"]
+        why = "--translate-size"
+    if size == "original":
+        print(f"translating with {path}, each photo at its own size (--translate-size original)")
+    else:
+        back = ("and written at that size (--small-output)" if typed.get("small_output") else "and "
+                "the translation carried back to the photo's own size (--small-output keeps it "
+                "small)")
+        print(f"translating with {path}: photos larger than {size}px are translated at a shorter "
+              f"side of {size}px ({why}; --translate-size original translates at their own "
+              f"size), {back}")
+    return generator, suffix, size
+
+
 def load_generator(path, direction):
-    """-> (the Generator in the file at `path`, the suffix for the output names, the size in
-    pixels of the images it learned from)."""
-    state = read_torch_file(path)
+    """-> (the Generator in the file at `path`, the suffix for the output names, the shorter side
+    to translate photos at by default, and why that size)."""
+    state = read_torch_file(path, "model file")
     if "settings" in state:  # our checkpoint: both generators, --direction picks one
         direction = direction or "XtoY"
         prefix = f"G_{direction}."
@@ -1744,16 +1754,16 @@ def load_generator(path, direction):
             if key.startswith(prefix):
                 weights[key.removeprefix(prefix)] = value
         generator = generator_from_state_dict(weights, path)
-        return generator, direction, state["settings"]["load_size"]
+        return generator, direction, state["settings"]["load_size"], "its training images' size"
     if direction:
         raise CycleGANError(f"--direction does not apply to {path}: it holds one generator, "
                             "which translates one way only; drop the flag")
     # A bare generator, such as the authors': outputs are named after the file
-    # (photo_summer2winter_yosemite.png). The official test script, by default, runs them on
-    # photos resized to 256 x 256; we translate at a shorter side of 256px, keeping the aspect
-    # ratio.
+    # (photo_summer2winter_yosemite.png). Their size is unknown; the official test script, by
+    # default, runs them on photos resized to 256 x 256. We translate at a shorter side of 256px,
+    # keeping the aspect ratio.
     name = os.path.splitext(os.path.basename(path))[0]
-    return generator_from_state_dict(state, path), name, 256
+    return generator_from_state_dict(state, path), name, 256, "the official test script's size"
 
 
 def generator_from_state_dict(state, path):
@@ -1789,7 +1799,7 @@ def generator_from_state_dict(state, path):
 # (sizes, schedule, losses, seed) is refused rather than silently ignored.
 
 # These change how a run is carried out, not what it learns, so a resumed run may take new values.
-RUNNING_OPTIONS = {
+RUNNING_SETTINGS = {
     "max_iters": (None, "stop after this many iterations in total"),
     "sample_every": (200, "write a sample grid every N iterations"),
     "log_every": (100, "print progress and a losses.csv row every N iterations"),
@@ -1840,14 +1850,12 @@ def first_free(base, extension=""):
 
 
 def prepare_run(typed):
-    """Flags typed on the command line -> (settings, run folder, checkpoint or None, a text that
-    says which settings are in force and where they came from)."""
+    """Flags typed on the command line -> (args: the settings in force, run folder, checkpoint or
+    None, a text that says which settings are in force and where they came from)."""
     # Each setting comes from the last of: the tables above, DEMO_SETTINGS (a new --data demo run),
     # the checkpoint (a resumed run), the flags typed.
     data = typed.get("data", DEFAULT_SETTINGS["data"][0])
-    defaults = {}
-    for key, (value, _) in {**DEFAULT_SETTINGS, **RUNNING_OPTIONS}.items():
-        defaults[key] = value
+    defaults = {key: value for key, (value, _) in {**DEFAULT_SETTINGS, **RUNNING_SETTINGS}.items()}
     if typed.get("resume"):
         run_folder = typed.get("out") or latest_run_folder(data)
         checkpoint = load_checkpoint(os.path.join(run_folder, "checkpoint.pt"))
@@ -1860,10 +1868,10 @@ def prepare_run(typed):
                 raise CycleGANError(f"{flag(key)} {typed[key]} does not match the checkpoint's "
                                     f"{saved[key]}; drop the flag to resume, or start a new run "
                                     "without --resume")
-        settings = {**saved, **typed}
+        in_force = {**saved, **typed}
         source = f"resuming {run_folder}"
         old_schedule = (saved["epochs"], saved["decay_epochs"])
-        new_schedule = (settings["epochs"], settings["decay_epochs"])
+        new_schedule = (in_force["epochs"], in_force["decay_epochs"])
         if new_schedule != old_schedule:
             source += (f"; schedule changed from {old_schedule[0]} + {old_schedule[1]} to "
                        f"{new_schedule[0]} + {new_schedule[1]} epochs (constant + decaying)")
@@ -1874,18 +1882,18 @@ def prepare_run(typed):
             raise CycleGANError(f"{run_folder}/checkpoint.pt already exists: add --resume to "
                                 "continue that run, or leave out --out for a new folder")
         if data == "demo":
-            settings = {**defaults, **DEMO_SETTINGS, **typed}
+            in_force = {**defaults, **DEMO_SETTINGS, **typed}
             source = f"new run in {run_folder} with the demo's settings"
         else:
-            settings = {**defaults, **typed}
+            in_force = {**defaults, **typed}
             source = f"new run in {run_folder} with the default settings"
-        if settings["load_size"] is None:
-            settings["load_size"] = round(settings["image_size"] * 143 / 128)
-    args = argparse.Namespace(**{key: settings[key] for key in defaults})
+        if in_force["load_size"] is None:
+            in_force["load_size"] = round(in_force["image_size"] * 143 / 128)
+    args = argparse.Namespace(**{key: in_force[key] for key in defaults})
     check_settings(args)
     typed_flags = " ".join(flag(key) for key in typed if key in defaults)
-    in_force = ", ".join(f"{flag(key)[2:]} {value}" for key, value in vars(args).items())
-    introduction = f"{source}; typed: {typed_flags or 'nothing'}\n  {in_force}\n"
+    listed = ", ".join(f"{flag(key)[2:]} {value}" for key, value in vars(args).items())
+    introduction = f"{source}; typed: {typed_flags or 'nothing'}\n  {listed}\n"
     return args, run_folder, checkpoint, introduction
 
 
@@ -2039,7 +2047,7 @@ def build_arg_parser():
     parser = ArgumentParser(prog="cyclegan.py", argument_default=argparse.SUPPRESS,
                             allow_abbrev=False,
                             description="Train CycleGAN (Zhu et al. 2017) or translate images.")
-    for key, (default, meaning) in {**DEFAULT_SETTINGS, **RUNNING_OPTIONS}.items():
+    for key, (default, meaning) in {**DEFAULT_SETTINGS, **RUNNING_SETTINGS}.items():
         kind = int if default is None else type(default)  # None: a number given or derived
         choices = ("auto", "fp32", "bf16", "fp16") if key == "precision" else None
         shown_default = "" if default is None else f" (default {default})"
@@ -2056,8 +2064,8 @@ def build_arg_parser():
                         help="for --translate with a checkpoint.pt: XtoY (default) or YtoX")
     parser.add_argument("--translate-size", type=size_or_original, metavar="PIXELS",
                         help="for --translate: photos larger than this are translated at this "
-                             "shorter side (default: the size the model learned at, its load "
-                             "size; 256 for the authors' files); 'original': at each photo's own")
+                             "shorter side (default: a checkpoint's --load-size; 256 for the "
+                             "authors' files); 'original': at each photo's own")
     parser.add_argument("--small-output", action="store_true",
                         help="for --translate: write the translation at the size it was made at, "
                              "not carried back to the photo's own size")

@@ -108,7 +108,7 @@ def tensors_equal(a, b):
 
 def tiny_args(**overrides):
     """The settings namespace train() gets, for tiny networks at 32px."""
-    tables = {**cyclegan.DEFAULT_SETTINGS, **cyclegan.RUNNING_OPTIONS}
+    tables = {**cyclegan.DEFAULT_SETTINGS, **cyclegan.RUNNING_SETTINGS}
     settings = {key: value for key, (value, _) in tables.items()}
     settings.update(image_size=32, load_size=36, ngf=4, ndf=4, n_blocks=1, **overrides)
     args = argparse.Namespace(**settings)
@@ -330,8 +330,8 @@ def test_training_step_computes_each_loss_from_the_right_networks():
                                  args)
     # G(x) = 0.3 and F(y) = -0.15 everywhere
     expected = {
-        "G_XtoY": (0.3 - 0.2 - 1) ** 2,            # (D_Y(G(x)) - 1)^2
-        "G_YtoX": (-0.15 + 0.3 - 1) ** 2,          # (D_X(F(y)) - 1)^2
+        "adv_XtoY": (0.3 - 0.2 - 1) ** 2,           # (D_Y(G(x)) - 1)^2
+        "adv_YtoX": (-0.15 + 0.3 - 1) ** 2,         # (D_X(F(y)) - 1)^2
         "cycle_X": 10 * abs(0.1 + 0.25),           # 10 |F(G(x)) - x|
         "cycle_Y": 10 * abs(0.25 + 0.1),           # 10 |G(F(y)) - y|
         "idt_X": 0.5 * 10 * 0.25,                  # 5 |F(x) - x|
@@ -719,7 +719,7 @@ def test_the_loss_curves_are_drawn_beside_losses_csv(run_dir, capsys):
         area = picture[:, panel * 180:(panel + 1) * 180]
         return (area == torch.tensor(colour, dtype=torch.uint8).view(3, 1, 1)).all(0).sum()
     first, second, third, fourth = cyclegan.CURVE_COLOURS
-    for panel in (0, 1):  # two losses each: D_X, D_Y; G_XtoY, G_YtoX
+    for panel in (0, 1):  # two losses each: D_X, D_Y; adv_XtoY, adv_YtoX
         assert drawn(panel, first) > 50 and drawn(panel, second) > 50
         assert drawn(panel, third) == 0 and drawn(panel, fourth) == 0
     assert all(drawn(2, colour) > 50 for colour in cyclegan.CURVE_COLOURS)  # cycle and identity
@@ -766,13 +766,13 @@ def test_translate_scales_photos_to_the_size_the_model_learned(run_dir, capsys):
     translate = ["--data", "data", "--translate", "photos/odd.jpg", "photos/more",
                  "photos/phone.jpg", "--direction", "YtoX"]
     printed = run_main([*translate, "--out", "translated"], capsys).out
-    assert ("photos larger than 36px are translated at a shorter side of 36px (the size it "
-            "learned at; --translate-size original translates at their own size), and the "
-            "translation carried back to the photo's own size (--small-output keeps it small)"
-            ) in printed
+    assert ("translating with runs/data/checkpoint.pt: photos larger than 36px are translated at "
+            "a shorter side of 36px (its training images' size; --translate-size original "
+            "translates at their own size), and the translation carried back to the photo's own "
+            "size (--small-output keeps it small)") in printed
     assert ("photos/phone.jpg -> translated/phone_YtoX.png (3000x4000, translated at 36x48)"
             in printed)
-    assert "done: translated 4 images YtoX with runs/data/checkpoint.pt" in printed
+    assert "done: translated 4 images YtoX" in printed
     assert Image.open("translated/odd_YtoX.png").size == (301, 217)
     assert Image.open("translated/phone_YtoX.png").size == (3000, 4000)  # upright
     printed = run_main([*translate, "--out", "small", "--small-output"], capsys).out
@@ -794,7 +794,8 @@ def test_translate_scales_photos_to_the_size_the_model_learned(run_dir, capsys):
     assert torch.equal(written[:3], expected) and written[3].min() == 255  # its alpha, opaque
     printed = run_main(["--data", "data", "--translate", "photos/phone.jpg", "--out", "full",
                         "--translate-size", "original", "--precision", "fp32"], capsys).out
-    assert "translating each photo at its own size (--translate-size original)" in printed
+    assert ("translating with runs/data/checkpoint.pt, each photo at its own size "
+            "(--translate-size original)") in printed
     full = TF.pil_to_tensor(Image.open("full/phone_XtoY.png"))
     assert full.shape == (3, 4000, 3000)  # stored 4000 x 3000: turned upright
     printed = run_main(["--data", "data", "--translate", "photos/phone.jpg", "--out", "small24",
@@ -804,7 +805,7 @@ def test_translate_scales_photos_to_the_size_the_model_learned(run_dir, capsys):
     error = fails_with(["--translate", "photos", "--translate-size", "big"], capsys)
     assert "'big' is neither a number of pixels (8 or more) nor 'original'" in error
     error = fails_with(["--translate", "photos", "--checkpoint", "nowhere.pt"], capsys)
-    assert "no checkpoint at nowhere.pt" in error
+    assert "no model file at nowhere.pt" in error
     write_image("photos/a.jpg")  # a second "a": a_YtoX.png would be written twice
     error = fails_with(["--data", "data", "--translate", "photos"], capsys)
     assert "two inputs have the same name" in error
@@ -1751,12 +1752,12 @@ def test_wrong_generator_files_give_one_line_errors(run_dir, capsys):
                              "in the official naming",
                 "old.pt": "holds no generator that fits (ngf 4, 0 blocks: Missing key(s) in "
                           "state_dict",
-                "text.pth": "cannot read checkpoint text.pth: not a PyTorch file (it begins "
+                "text.pth": "cannot read model file text.pth: not a PyTorch file (it begins "
                             "'<html>404 Not Found</html>'); download or copy it again",
                 "mixed.pth": "holds no generator that fits (ngf 64, 2 blocks: size mismatch "
                              "for model.10.conv_block.1.weight",
-                "truncated.pth": "cannot read checkpoint truncated.pth",
-                "tensor.pth": "holds a Tensor, not a checkpoint"}
+                "truncated.pth": "cannot read model file truncated.pth",
+                "tensor.pth": "holds a Tensor, not a model file"}
     for name, message in expected.items():
         error = fails_with(["--translate", "photo.png", "--checkpoint", name], capsys)
         assert message in error and error.count("\n") == 1, (name, error)
@@ -1791,7 +1792,7 @@ def test_resume_and_translate_take_the_newest_run(run_dir, capsys):
     assert cyclegan.load_checkpoint("runs/data2/checkpoint.pt")["iteration"] == 1
     write_image("photo.jpg")
     printed = run_main(["--data", "data", "--translate", "photo.jpg"], capsys).out
-    assert "with runs/data/checkpoint.pt" in printed
+    assert "translating with runs/data/checkpoint.pt:" in printed
 
 
 def test_the_demo_is_the_default_of_data_demo(run_dir, capsys):
@@ -2019,7 +2020,8 @@ def test_pasted_into_a_jupyter_kernel(tmp_path):
     assert outputs[4].strip().splitlines()[-3].startswith("done:")
     state = cyclegan.load_checkpoint(str(tmp_path / "runs/data2/checkpoint.pt"))
     assert state["iteration"] == 40 and state["settings"]["load_size"] == 36
-    assert "translated 1 image XtoY with runs/data2/checkpoint.pt" in outputs[5]
+    assert "translating with runs/data2/checkpoint.pt:" in outputs[5]
+    assert "done: translated 1 image XtoY" in outputs[5]
     assert Image.open(tmp_path / "translated" / "photo_XtoY.png").size == (50, 38)  # its own
 
 
