@@ -563,12 +563,11 @@ def train(args, run_folder, checkpoint, introduction, stop, device):
         # resumed run has no scheduler state to restore.
         for optimizer in (training.opt_G, training.opt_D):
             optimizer.param_groups[0]["lr"] = learning_rate(epoch, args)
-        step_start = time.perf_counter()
         real_X, real_Y = batches.get(epoch, index, device)
         losses = train_step(training.model, real_X, real_Y, training.opt_G, training.opt_D,
                             training.pool_X, training.pool_Y, training.precision, args)
         training.iteration += 1
-        log.add(losses, time.perf_counter() - step_start)
+        log.add(losses)
         # The first iteration logs too: a run shows at once that it works, and how fast.
         if training.iteration % args.log_every == 0 or training.iteration == first + 1:
             log.write(training, epoch, last)
@@ -1469,8 +1468,9 @@ def load_checkpoint(path):
 
 
 class ProgressLog:
-    """Progress lines, losses.csv and the closing line. The loop adds each step's losses (a dict
-    by name, still on the device) and time; losses are read only when a line is written. Under
+    """Progress lines, losses.csv, sample grids and the closing line. The loop adds each
+    iteration's losses (a dict by name, still on the device), read only when a line is written,
+    and the log notes the time. Under
     torchrun the logged losses are the means over the processes, and the first process writes.
     It also makes the run folder, on the first process, before anything is written there."""
     def __init__(self, run_folder, training, data, test_X, test_Y):
@@ -1484,8 +1484,7 @@ class ProgressLog:
         self.average_Y = average_image(data.images_Y, data.image_size)
         self.warned = False  # the check warns once a run
         self.losses = []  # one dict per iteration since the last line
-        self.step_times = []  # seconds of each step: making the batch and train_step
-        self.iteration_ends = [time.perf_counter()]  # wall clock: the start, then each iteration
+        self.clock = [time.perf_counter()]  # the start, then the end of each iteration
         self.notebook = NotebookDisplay() if in_notebook() else None
         if self.device.type == "cuda":  # this run's own peak: a notebook may run several
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -1495,14 +1494,13 @@ class ProgressLog:
             header = ",".join(["iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it"]) + "\n"
             write_file(f"{run_folder}/losses.csv", lambda f: f.write(header.encode()))
 
-    def add(self, losses, step_seconds):
+    def add(self, losses):
         self.losses.append(losses)
-        self.step_times.append(step_seconds)
-        self.iteration_ends.append(time.perf_counter())
+        self.clock.append(time.perf_counter())
 
     def iterations(self):
         """Iterations run since this log started."""
-        return len(self.step_times)
+        return len(self.clock) - 1
 
     def stop_if_not_finite(self, training, values):
         """A NaN would poison every later step: stop, and keep the last good checkpoint. The
@@ -1517,8 +1515,9 @@ class ProgressLog:
 
     def seconds_per_iteration(self):
         """Mean wall time per iteration over the last 100, sample grids and saves included, but
-        not the run's first two (warm-up); None until two more have run."""
-        recent = self.iteration_ends[2:][-101:]
+        not the run's first two (slower: memory allocation, kernel selection); None until two
+        more have run."""
+        recent = self.clock[2:][-101:]
         if len(recent) < 3:
             return None
         return (recent[-1] - recent[0]) / (len(recent) - 1)
@@ -1538,7 +1537,8 @@ class ProgressLog:
         shown = " ".join(f"{name} {means[name]:.3f}" for name in LOSS_NAMES)
         seconds = self.seconds_per_iteration()
         if seconds is None:
-            speed = f"{self.step_times[-1]:.3f} s for this iteration (no ETA yet)"
+            seconds = self.clock[-1] - self.clock[-2]
+            speed = f"{seconds:.3f} s for this iteration (no ETA yet)"
         else:
             eta = datetime.timedelta(seconds=round((last_iteration - training.iteration) * seconds))
             speed = f"{seconds:.3f} s/it, ETA {eta}"
@@ -1548,9 +1548,8 @@ class ProgressLog:
         else:
             print(line, flush=True)
         learning_rate_now = training.opt_G.param_groups[0]["lr"]
-        median_step = statistics.median(self.step_times[-50:])
         row = [training.iteration, epoch + 1, f"{learning_rate_now:.6g}",
-               *(f"{means[name]:.5f}" for name in LOSS_NAMES), f"{median_step:.4f}"]
+               *(f"{means[name]:.5f}" for name in LOSS_NAMES), f"{seconds:.4f}"]
         # Rewritten whole through write_file, so that a full disk leaves the file as it was
         # (a row is ~100 bytes: 250 KB for a 250,000-iteration run logged every 100).
         with open(f"{self.run_folder}/losses.csv", "rb") as f:
@@ -1576,18 +1575,14 @@ class ProgressLog:
                 self.notebook.show("curves", self.notebook.display.Image(filename=curves_path))
 
     def summary(self, finished=True):
-        """`done: ...` (or `stopped: ...` for an interrupted run): the iterations, the wall time,
-        which they multiply out to, and the median time of one step."""
-        count = len(self.step_times)
+        """`done: ...` (or `stopped: ...` for an interrupted run): the iterations, the wall time
+        and their quotient."""
+        count = self.iterations()
         if count == 0:
             return "done: no iterations to run"
-        wall = self.iteration_ends[-1] - self.iteration_ends[0]
-        # The first steps are slower (memory allocation, kernel selection): in a longer run the
-        # median leaves them out.
-        steady = self.step_times[5:] if count > 10 else self.step_times
+        wall = self.clock[-1] - self.clock[0]
         line = (f"{'done' if finished else 'stopped'}: {count} iteration{'s' * (count != 1)} in "
-                f"{wall:.1f} s ({wall / count:.3f} s per iteration, wall time); median step "
-                f"{statistics.median(steady):.3f} s")
+                f"{wall:.1f} s ({wall / count:.3f} s per iteration)")
         if self.device.type == "cuda":  # the most GPU memory this run has held
             peak = torch.cuda.max_memory_allocated(self.device)
             line += f", peak GPU memory {peak / 1e9:.2f} GB"

@@ -547,7 +547,7 @@ def test_two_iteration_command_line_run_writes_its_outputs(tmp_path):
     start = next(i for i, line in enumerate(lines) if line.startswith("new run in"))
     assert lines[start].startswith("new run in runs/data with the default settings; typed: --data")
     assert "image-size 32, load-size 36, batch-size 1, epochs 100" in lines[start + 1]
-    assert lines[-3].startswith("done: 2 iterations in ") and "median step" in lines[-3]
+    assert re.fullmatch(r"done: 2 iterations in [\d.]+ s \([\d.]+ s per iteration\)", lines[-3])
     assert lines[-2:] == ["translate photos with this model:", "  python cyclegan.py --translate "
                           "PHOTO_OR_FOLDER --checkpoint runs/data/checkpoint.pt"]
     command = shlex.split(lines[-1].replace("PHOTO_OR_FOLDER", "data/testA"))
@@ -1140,8 +1140,8 @@ def test_peak_gpu_memory_is_each_runs_own_and_read_on_its_device(monkeypatch, tm
                         lambda device: peaks[torch.device(device)])
     log = bare_log(tmp_path, "cuda:1")
     peaks[torch.device("cuda:1")] = 3e9  # what this run allocates
-    log.add({}, 0.25)
-    assert log.summary().endswith("; median step 0.250 s, peak GPU memory 3.00 GB")
+    log.add({})
+    assert log.summary().endswith(" s per iteration), peak GPU memory 3.00 GB")
     assert "memory" not in bare_log(tmp_path, "cpu").summary()
 
 
@@ -1379,9 +1379,9 @@ def test_two_machines_simulated_on_one_train_as_one_machine_does(tmp_path):
 # --- 13. Checkpoints, exact resume, progress --------------------------------------------------
 
 def test_progress_lines_add_up(tmp_path, capsys, monkeypatch):
-    """With a clock we control: steps of 0.1 s, and 1 s of sample grid after every 5th. No ETA
-    from the first iterations; then the ETA is the remaining iterations times the recent wall
-    time per iteration (grids included), and the closing line's numbers multiply out."""
+    """With a clock we control: iterations of 0.1 s, and 1 s of sample grid after every 5th. No
+    ETA from the first iterations; then the ETA is the remaining iterations times the recent
+    wall time per iteration (grids included), and the closing line's numbers multiply out."""
     clock = [100.0]
     monkeypatch.setattr(cyclegan, "time", argparse.Namespace(perf_counter=lambda: clock[0]))
     log = bare_log(tmp_path, "cpu")
@@ -1389,7 +1389,7 @@ def test_progress_lines_add_up(tmp_path, capsys, monkeypatch):
     lines = []
     for iteration in range(1, 21):
         clock[0] += 0.1
-        log.add({name: torch.tensor(1.0) for name in cyclegan.LOSS_NAMES}, 0.1)
+        log.add({name: torch.tensor(1.0) for name in cyclegan.LOSS_NAMES})
         training.iteration = iteration
         if iteration in (1, 10, 20):
             log.write(training, 0, 100)
@@ -1401,8 +1401,7 @@ def test_progress_lines_add_up(tmp_path, capsys, monkeypatch):
     assert lines[1].endswith("| 0.225 s/it, ETA 0:00:20")
     # iterations 3-20: 18 x 0.1 s + 3 s of grids = 0.267 s each; 80 to go
     assert lines[2].endswith("| 0.267 s/it, ETA 0:00:21")
-    assert log.summary() == ("done: 20 iterations in 5.0 s (0.250 s per iteration, wall time); "
-                             "median step 0.100 s")
+    assert log.summary() == "done: 20 iterations in 5.0 s (0.250 s per iteration)"
     assert log.summary(finished=False).startswith("stopped: 20 iterations in 5.0 s")
     assert bare_log(tmp_path, "cpu").summary() == "done: no iterations to run"
 
