@@ -24,19 +24,9 @@ generators' step, then the discriminators'. Each ||.||_1 is computed as a mean o
 channels (as the official code's L1Loss does), and each expectation over a discriminator's output
 is also a mean over its grid of patch scores (14 x 14 at 128px).
 
-How to run it.
-    python cyclegan.py --data demo                    # a toy task: 13-30 s on 2 CPU cores
-    bash download_data.sh summer2winter_yosemite      # 132.6 MB into datasets/
-    python cyclegan.py --data summer2winter           # 246,200 iterations: use a GPU
-    python cyclegan.py --translate photo.jpg          # summer -> winter with the newest run
-    torchrun --standalone --nproc_per_node=4 cyclegan.py --data summer2winter   # on 4 GPUs
-In Colab or Jupyter, paste this whole file into one cell and run it: it defines everything and
-prints how to start; then call main(["--data", "summer2winter"]) from the next cell.
-
-How it reads. Sections 1-8 follow the paper: networks, losses, history pool, one training step,
-data, training loop, did it learn?, using the trained model. Sections 9-18 are machinery (files,
-full-size translations, hardware, several GPUs, checkpoints, the command line) that a student may
-skip.
+How to run it: README.md. `python cyclegan.py --data demo` learns a toy task in 13-30 s on 2 CPU
+cores; in Colab or Jupyter, paste this file into one cell, then call main(["--data", "demo"]).
+Sections 1-8 follow the paper; sections 9-18 are machinery that a student may skip.
 """
 import argparse
 import contextlib
@@ -268,9 +258,8 @@ class CycleGAN(nn.Module):
 # discriminator calls it real) gets almost no gradient, however far it still lies from the real
 # data; least squares penalises its distance from the target score, and so keeps pulling it
 # towards the real data. Each function receives a discriminator's grid of patch scores and returns
-# the mean over it (and over the batch): the E[...] of the equations. The scores are cast to fp32
-# first. On CUDA, autocast already computes a power in fp32; on the CPU it leaves the square and
-# the mean in bf16, whose 8-bit significand keeps about 2.4 decimal digits of the loss.
+# the mean over it (and over the batch): the E[...] of the equations, computed in fp32 (under
+# autocast on the CPU they would be bf16, whose 8-bit significand keeps ~2.4 decimal digits).
 
 def real_mse_loss(d_out):
     # E[(D(.) - 1)^2]: the discriminator's target for real images, and each generator's for its
@@ -397,9 +386,9 @@ def discriminator_step(model, real_X, real_Y, fake_X, fake_Y, pool_X, pool_Y, op
     fake_Y = pool_Y.query(fake_Y)
     with precision.autocast():
         # Appendix 7.1 halves D's objective, which "slows down the rate at which D learns". With
-        # Adam it does not: Adam divides each step by the gradient's own size, so a constant
-        # factor on a loss cancels (up to its tiny epsilon). We keep the 0.5 so that the logged
-        # D losses are on the scale of the paper's and the official code's.
+        # Adam it does not: Adam is "invariant to diagonal rescaling of the gradients" (Kingma and
+        # Ba 2015, abstract; up to its epsilon). We keep the 0.5 so that the logged D losses are
+        # on the scale of the paper's and the official code's.
         loss_D_X = 0.5 * (real_mse_loss(model.D_X(real_X)) + fake_mse_loss(model.D_X(fake_X)))
         loss_D_Y = 0.5 * (real_mse_loss(model.D_Y(real_Y)) + fake_mse_loss(model.D_Y(fake_Y)))
     # D_X and D_Y share no weights: one backward pass of the sum gives each its own gradient.
@@ -438,15 +427,10 @@ def to_pixels(images):
 
 
 class UnpairedImages:
-    """Both training domains in memory as uint8 (|X|, 3, load_size, load_size), and the paper's
-    way of drawing from them.
-
-    An epoch: X in a shuffled order, a random image of Y for each (so x and y are never the same
-    scene: the photos are unpaired), and for each image a random 128px window of its 143px
-    picture, mirrored half the time. Like the official code, an epoch has max(|X|, |Y|) places,
-    wrapping round the smaller domain; the crop and the mirroring are its only augmentation,
-    which gives a ~1,000-photo domain more variety to learn from.
-    """
+    """Both training domains in memory as uint8 (|X|, 3, load_size, load_size). An epoch, as in
+    the official code: X in a shuffled order, a random image of Y for each (unpaired: never one
+    scene's two seasons), and each image cropped at a random place (128px of 143px) and mirrored
+    half the time, its only augmentation; max(|X|, |Y|) places, wrapping round a smaller X."""
     def __init__(self, images_X, images_Y, image_size):
         self.images_X = images_X
         self.images_Y = images_Y
@@ -485,23 +469,20 @@ class UnpairedImages:
 
 
 def load_dataset(args):
-    """-> (UnpairedImages for training, 4 fixed test images of X and of Y for the sample grids).
-    The test folders only feed the grids; without them, the first training images do."""
+    """-> (UnpairedImages for training, 4 fixed test images of X and of Y for the sample grids)."""
     if args.data == "demo":
         return draw_demo_dataset(args)
     train_X, train_Y, test_X, test_Y = find_domain_folders(args.data)
     check_memory_for_images([train_X, train_Y], args.load_size)  # before any is decoded
     images_X = load_folder(train_X, args.load_size)
     images_Y = load_folder(train_Y, args.load_size)
-    test_images_X = load_folder(test_X, args.load_size, 4) if list_images(test_X) else images_X
-    test_images_Y = load_folder(test_Y, args.load_size, 4) if list_images(test_Y) else images_Y
-    # The grids show the centre crop of 4 images spread evenly over the test set (the first 4
-    # by name may be 4 crops of one photo): the same view of the same images at every iteration.
-    test_images_X = test_images_X[evenly_spaced(len(test_images_X), 4)]
-    test_images_Y = test_images_Y[evenly_spaced(len(test_images_Y), 4)]
+    # The grids show the centre crops of 4 test images spread evenly by name (the first 4 may be
+    # 4 crops of one photo), or of training images where there is no test folder.
+    grid_X = load_folder(test_X if list_images(test_X) else train_X, args.load_size, 4)
+    grid_Y = load_folder(test_Y if list_images(test_Y) else train_Y, args.load_size, 4)
     return (UnpairedImages(images_X, images_Y, args.image_size),
-            to_model_range(TF.center_crop(test_images_X, args.image_size)),
-            to_model_range(TF.center_crop(test_images_Y, args.image_size)))
+            to_model_range(TF.center_crop(grid_X, args.image_size)),
+            to_model_range(TF.center_crop(grid_Y, args.image_size)))
 
 
 # --- 6. The training loop ---------------------------------------------------------------------
@@ -536,10 +517,8 @@ class Training:
 
 def train(args, run_folder, checkpoint, introduction, stop, device):
     """Trains a new run in `run_folder`, or continues the one in `checkpoint`; returns the model.
-    Every so many iterations it writes a progress line, a sample grid (rows x, G(x), F(G(x)), y,
-    F(y), G(F(y)) of fixed test images) and the checkpoint. Those outputs, the checkpoint's
-    restoring and the several-GPU parts are machinery (sections 12, 13); `stop` turns Ctrl-C into
-    a request that the loop honours (section 16)."""
+    Every so many iterations: a progress line, a sample grid (rows x, G(x), F(G(x)), y, F(y),
+    G(F(y)) of fixed test images) and a checkpoint (sections 12, 13 and 16 are its machinery)."""
     training = Training(args, Precision(args.precision, device), device)
     # Under torchrun, the networks wrapped so that backward averages gradients over processes
     training.model = for_this_process(training.model, args.seed)
@@ -583,21 +562,15 @@ def train(args, run_folder, checkpoint, introduction, stop, device):
 
 # --- 7. Did it learn? A task whose answers are known -----------------------------------------
 # An unpaired dataset has no right answers: nobody photographed each Yosemite view in both
-# seasons, so there is no true winter twin to compare G(x) with (the paper shows its season
-# results as pictures, figure 13). The demo task has one. --data demo draws random landscapes (a
-# sky, a sun, a wavy ridge of hills; the drawing is machinery, section 17), each of them in summer
-# colours and in winter colours. Training sees the seasons unpaired, as in the real task: summer
-# uses scenes 0-199 and winter scenes 200-399, so no training image's twin is ever shown. Scenes
-# from 10,000 on are held out and drawn in both seasons, which gives each G(x) its true answer y.
-# Two baselines say what an error means:
-# - doing nothing, G(x) = x: what not translating at all scores;
-# - the average image of the target season: the best a generator can do that ignores its input
-#   (the right colours everywhere, no scene). A run without the cycle loss does no better
-#   (README.md, "Results").
-# A model has learned the task when G(x) is clearly closer to the true y than that average; the
-# tests ask for less than 0.7 x its error in both directions. On a dataset without known answers,
-# each sample grid comes with losses.png and a check that the translations still depend on their
-# inputs, with that same average image as the baseline (section 13).
+# seasons (the paper shows its season results as pictures, figure 13). The demo task has them:
+# --data demo draws random landscapes (section 17), each in summer and in winter colours.
+# Training sees the seasons unpaired (summer draws scenes 0-199, winter 200-399); held-out scenes
+# from 10,000 on are drawn in both seasons, which gives each G(x) its true answer y. Two
+# baselines: doing nothing, G(x) = x; and the target season's average image, the best answer
+# that ignores the input (a run without the cycle loss does no better: README.md, "Results").
+# The tests ask for less than 0.7 x the average's error in both directions. Without known
+# answers, each sample grid comes with losses.png and a check, against the same average image,
+# that the translations still depend on their inputs (section 13).
 DEMO_TEST_FIRST = 10_000  # the first held-out scene
 
 
@@ -623,13 +596,9 @@ def demo_translation_errors(model, size, precision, count=64):
 # The generators are fully convolutional: they translate images of any size whose sides are
 # multiples of 4 (we pad other sizes by reflection and crop back). What they learned, though, are
 # textures at the scale of their training images, so a larger photo is translated scaled down to
-# that size, and the translation is then carried back to the photo's own size as a colour
-# transform (section 10 says how, and what it cannot carry). The official test script, with its
-# default load and crop sizes, resizes every photo to 256 x 256, losing its aspect ratio; we keep
-# the aspect ratio.
-# Two kinds of file hold generators (load_generator, section 14): our checkpoint.pt (both,
-# --direction picks one), and a bare Generator state_dict such as the authors' published models
-# (one generator, one direction).
+# that size, keeping its aspect ratio, and the translation is then carried back to the photo's
+# own size as a colour transform (section 10). The generator comes from our checkpoint.pt (both
+# directions: --direction picks one) or from a bare Generator file such as the authors' (14).
 
 def translate_image(generator, image):
     """(N, 3, H, W) in [-1, 1], any H and W -> translated, same shape."""
@@ -639,11 +608,9 @@ def translate_image(generator, image):
 
 
 def translate(typed):
-    """--translate: each input image -> <out>/<stem>_<direction>.png (or the first free
-    <stem>_<direction>2.png, ...), at the photo's own size, translated at the size of the
-    model's training images (or --translate-size). A photo that cannot be translated gets its own
-    error line, and the others are translated. A 143px model barely changes a 4000x3000 photo,
-    whose textures are ~20x smaller than those it learned."""
+    """--translate: each input image -> <out>/<stem>_<direction>.png at the photo's own size,
+    translated at the size of the model's training images (or --translate-size). A photo that
+    cannot be translated gets its own error line, and the others are translated."""
     generator, suffix, size = generator_for_translation(typed)  # which file, which size
     device = choose_device(typed.get("device", "auto"))
     precision = Precision(typed.get("precision", "auto"), device)
@@ -660,6 +627,7 @@ def translate(typed):
         # If that name is taken, the next free one (photo_XtoY2.png): nothing is overwritten.
         target = first_free(os.path.join(out_folder, f"{stem}_{suffix}"), ".png")
         try:
+            # Read, scaled down, translate_image, carried back (section 10)
             sizes = translate_file(generator, image_path, target, size, precision, small_output)
             print(f"{image_path} -> {target} ({sizes})")
         except CycleGANError as error:  # this photo only: the others are still translated
@@ -672,25 +640,6 @@ def translate(typed):
         raise CycleGANError(f"{failed} of {count} could not be translated (the lines above); the "
                             f"other {len(inputs) - failed} are in {out_folder}/")
     print(f"done: translated {count} {suffix}")
-
-
-def translate_file(generator, image_path, target, size, precision, small_output):
-    """One photo -> its translation, written to `target` with the photo's transparency, if any.
-    -> the sizes, for the printed line."""
-    photo, alpha = load_image(image_path, with_alpha=True)
-    small = photo if size == "original" else scale_down(photo, size)
-    device = next(generator.parameters()).device
-    check_translatable(image_path, small, generator, device, size)  # size and memory
-    image = to_model_range(small.to(device))[None]
-    try:
-        with torch.no_grad(), precision.autocast():
-            translated = translate_image(generator, image)[0].float()
-    except torch.OutOfMemoryError:
-        raise CycleGANError(f"out of memory translating {image_path} at {small.shape[2]}x"
-                            f"{small.shape[1]} on {device_and_memory(device)}; "
-                            + smaller_translation(size)) from None
-    # At the photo's own size (section 10), unless --small-output asks for the small one.
-    return save_translation(photo, alpha, image[0].cpu(), translated.cpu(), target, small_output)
 
 
 # ==============================================================================================
@@ -1024,6 +973,25 @@ def apply_colour_maps(maps, photo, strip_pixels=2 ** 20):
         A = strip_maps[:9].view(3, 3, *p.shape[1:])
         out[:, top:top + rows] = to_pixels((A * p[None]).sum(1) + strip_maps[9:])
     return out
+
+
+def translate_file(generator, image_path, target, size, precision, small_output):
+    """One photo, scaled down to `size` -> its translation, carried back to the photo's size
+    (unless small_output) and written to `target` with the photo's transparency, if any. -> the
+    sizes, for the printed line."""
+    photo, alpha = load_image(image_path, with_alpha=True)
+    small = photo if size == "original" else scale_down(photo, size)
+    device = next(generator.parameters()).device
+    check_translatable(image_path, small, generator, device, size)  # size and memory
+    image = to_model_range(small.to(device))[None]
+    try:
+        with torch.no_grad(), precision.autocast():
+            translated = translate_image(generator, image)[0].float()
+    except torch.OutOfMemoryError:
+        raise CycleGANError(f"out of memory translating {image_path} at {small.shape[2]}x"
+                            f"{small.shape[1]} on {device_and_memory(device)}; "
+                            + smaller_translation(size)) from None
+    return save_translation(photo, alpha, image[0].cpu(), translated.cpu(), target, small_output)
 
 
 def save_translation(photo, alpha, small_input, translated, path, small_output):
