@@ -685,17 +685,15 @@ def find_domain_folders(data):
         if os.path.isdir(folders[0]) and os.path.isdir(folders[1]):
             return folders
     name = os.path.basename(root)
-    known_names = ["demo", "summer2winter", *DOWNLOADABLE_DATASETS]
-    close = difflib.get_close_matches(data, known_names, n=1)
-    if os.path.dirname(root) != "datasets":  # a path
-        hint = "check it"
+    close = difflib.get_close_matches(data, ["demo", "summer2winter", *DOWNLOADABLE_DATASETS], n=1)
+    if os.path.dirname(root) != "datasets":  # a folder's path, not a name
+        hint = "check the path"
     elif name in DOWNLOADABLE_DATASETS:
         hint = f"get it with: bash download_data.sh {name}"
     elif close:
         hint = f"did you mean --data {close[0]}?"
     else:
-        hint = ("give a folder, or a name that download_data.sh knows: "
-                + ", ".join(known_names[:5]) + ", ...")
+        hint = "give a dataset folder (README.md, \"Your own dataset\"), or a downloadable name"
     raise CycleGANError(f"no dataset for --data {data}: looked in {root}/ for trainA/ trainB/ "
                         f"(testA/ testB/) or summer/ winter/ (test_summer/ test_winter/); {hint}")
 
@@ -767,10 +765,9 @@ class WriteFailed(CycleGANError):
 
 def write_file(path, write):
     """Every file this program writes goes through here. write(f) fills a temporary file beside
-    `path`, which is forced onto the disk (fsync) and only then renamed over `path`: a rename
-    within one folder is atomic, so a kill at any moment leaves the old file or the new one whole.
-    A write that fails (a full disk is the usual end of a long run) removes the temporary file and
-    raises WriteFailed, which says how much space is left."""
+    `path`, which is forced onto the disk (fsync), then renamed over `path` (atomic): a kill at any
+    moment leaves the old file or the new one whole. A failed write (a full disk is the usual end
+    of a long run) removes the temporary file and raises WriteFailed, with the space left."""
     temporary = path + ".tmp"
     try:
         with open(temporary, "wb") as f:
@@ -789,18 +786,12 @@ def write_file(path, write):
         raise WriteFailed(f"cannot write {path} ({reason})") from None
 
 
-def evenly_spaced(count, limit):
-    """Indices of at most `limit` of `count` items, spread evenly from the first on."""
-    if count <= limit:
-        return list(range(count))
-    return [index * count // limit for index in range(limit)]
-
-
 def load_folder(folder, load_size, limit=None):
     """The images in `folder` (or `limit` of them, evenly spaced by name) -> one (N, 3, load_size,
     load_size) uint8 tensor: 61 KB per image at 143px, a quarter of what fp32 would take."""
     paths = list_images(folder)
-    paths = [paths[index] for index in evenly_spaced(len(paths), limit or len(paths))]
+    if limit is not None and len(paths) > limit:  # spread evenly, from the first on
+        paths = [paths[index * len(paths) // limit] for index in range(limit)]
     if not paths:
         raise CycleGANError(f"no images in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)})")
     print(f"decoding {len(paths)} images in {folder}", flush=True)
@@ -864,9 +855,8 @@ def device_and_memory(device):
 
 
 def check_memory(needed, what, advice, device=torch.device("cpu"), share=1.0):
-    """Refuses work that would need more than `share` of the memory available to it, before it
-    starts: otherwise the kernel kills the program part-way, without a message, or CUDA fails
-    half-way through. `what` needs `needed` bytes; `advice` says what to lower."""
+    """Refuses work (`what`, needing `needed` bytes) beyond `share` of the available memory before
+    it starts, rather than be killed part-way without a message; `advice` says what to lower."""
     available = available_memory(device)
     if available is not None and needed > share * available:
         portion = "" if share == 1 else f"{share:.0%} of "
@@ -876,10 +866,9 @@ def check_memory(needed, what, advice, device=torch.device("cpu"), share=1.0):
 
 
 def check_memory_for_images(folders, load_size):
-    """Refuses a dataset whose decoded images would need more than half of the available memory.
-    Under torchrun every process on the machine decodes its own copy. The other half is for the
-    networks, Adam's state and everything else (a 128px run with a 135 MB cache peaked at 1.6 GB:
-    .ci/benchmark.py's docstring)."""
+    """Refuses a dataset whose decoded images (one copy per torchrun process on the machine) would
+    need more than half of the available memory; the other half is for everything else (a 128px
+    run with a 135 MB cache peaked at 1.6 GB: .ci/benchmark.py)."""
     count = sum(len(list_images(folder)) for folder in folders)
     copies = int(os.environ.get("LOCAL_WORLD_SIZE", 1))  # torchrun's processes on this machine
     needed = count * 3 * load_size ** 2 * copies  # uint8: one byte per value
@@ -907,19 +896,14 @@ def gather_images(paths):
 
 
 # --- 10. Full-size translations ---------------------------------------------------------------
-# Joint upsampling with a guided filter. The generator ran on the photo scaled down; its
-# translation is carried to the photo's own size as a colour transform, not as pixels. In each
-# 5x5 neighbourhood of the small pair (input p, translation q) we fit, by least squares, the
-# affine colour map q ~ A p + b (A a 3x3 matrix) that turns the input's colours into the
-# translation's, with a small ridge eps so that flat patches get a plain shift of colour; each
-# pixel's map is the mean of the maps of the neighbourhoods that cover it; the maps (12 numbers a
-# pixel), not the image, are scaled up bilinearly to the photo's size and applied to its own
-# pixels. That is the guided filter of He, Sun and Tang ("Guided Image Filtering", ECCV 2010 /
-# TPAMI 2013, which also applies it to joint upsampling) with its coefficients fitted at low
-# resolution as in He and Sun's "Fast Guided Filter" (2015). The result has the photo's size,
-# edges and fine detail, and the translation's colours and shading. What it cannot carry is
-# anything that is not a change of colour of the photo's own pixels: textures that the generator
-# invents at the small scale (new snow on bare rock) arrive smoothed.
+# The translation of the scaled-down photo is carried to the photo's own size as a colour
+# transform, not as pixels: in each 5x5 neighbourhood of the small pair (input p, translation q)
+# the affine colour map q ~ A p + b (A 3x3) is fitted by least squares, with a small ridge eps so
+# that flat patches get a plain shift of colour; each pixel takes the mean of the maps that cover
+# it; the maps (12 numbers a pixel) are scaled up bilinearly and applied to the photo's own
+# pixels. This is the guided filter of He, Sun and Tang ("Guided Image Filtering", 2010/2013,
+# which applies it to joint upsampling), fitted at low resolution as in He and Sun's "Fast Guided
+# Filter" (2015). README.md, "Translate your own photos", says what it keeps and cannot carry.
 # The radius and the ridge: on 16 held-out demo scenes at 4x (the test's task), radius 1, 2, 3
 # gave mean errors 0.045, 0.042, 0.041, and eps 1e-4, 1e-3, 1e-2 gave 0.043, 0.042, 0.042.
 GUIDE_RADIUS = 2  # the neighbourhoods are (2 * 2 + 1)^2 pixels of the small image

@@ -38,7 +38,8 @@ from PIL import Image
 import cyclegan
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TINY = ["--image-size", "32", "--ngf", "4", "--ndf", "4", "--n-blocks", "1"]  # load size 36
+# A run of tiny networks on the test's small dataset in data/ (32px crops of 36px images)
+TINY = ["--data", "data", "--image-size", "32", "--ngf", "4", "--ndf", "4", "--n-blocks", "1"]
 # The slow marker is registered by no ini file (the project has none): its warning, and only it,
 # is silenced here. `-m "not slow"` works without registration.
 warnings.filterwarnings("ignore", "Unknown pytest.mark.slow", pytest.PytestUnknownMarkWarning)
@@ -76,10 +77,11 @@ def make_dataset(root, layout="official", n_x=3, n_y=4, n_test=2):
 
 
 @pytest.fixture
-def run_dir(tmp_path, monkeypatch):
-    """The test's own folder as the working directory, with a small dataset in data/."""
+def run_dir(request, tmp_path, monkeypatch):
+    """The test's own folder as the working directory, with a small dataset in data/; its sizes
+    (make_dataset's n_x, n_y) by indirect parametrization."""
     monkeypatch.chdir(tmp_path)
-    make_dataset(tmp_path / "data")
+    make_dataset(tmp_path / "data", **getattr(request, "param", {}))
     return tmp_path
 
 
@@ -106,14 +108,10 @@ def tensors_equal(a, b):
     return a == b
 
 
-def tiny_args(**overrides):
-    """The settings namespace train() gets, for tiny networks at 32px."""
-    tables = {**cyclegan.DEFAULT_SETTINGS, **cyclegan.RUNNING_SETTINGS}
-    settings = {key: value for key, (value, _) in tables.items()}
-    settings.update(image_size=32, load_size=36, ngf=4, ndf=4, n_blocks=1, **overrides)
-    args = argparse.Namespace(**settings)
-    cyclegan.check_settings(args)
-    return args
+def tiny_args(*flags):
+    """The settings that train() gets from the command line TINY + flags (nothing is written)."""
+    typed = vars(cyclegan.build_arg_parser().parse_args([*TINY, *flags]))
+    return cyclegan.prepare_run(typed)[0]
 
 
 def bare_log(folder, device):
@@ -239,7 +237,7 @@ def test_image_pool_fills_to_its_size_then_swaps_and_never_grows():
 # --- 4. One training step ---------------------------------------------------------------------
 
 def make_step_objects(precision_name="fp32"):
-    args = tiny_args(lr=1e-3)
+    args = tiny_args("--lr", "1e-3")
     precision = cyclegan.Precision(precision_name, torch.device("cpu"))
     training = cyclegan.Training(args, precision, torch.device("cpu"))
     real_X = torch.rand(1, 3, 32, 32) * 2 - 1
@@ -324,7 +322,7 @@ def test_training_step_computes_each_loss_from_the_right_networks():
     pool_Y = FixedPool(-0.5)  # hands D_Y an older fake G(x) of value -0.5
     opt_G = StandInOptimizer([model.G_XtoY.shift, model.G_YtoX.shift])
     opt_D = StandInOptimizer([model.D_X.shift, model.D_Y.shift])
-    args = tiny_args(lambda_cycle=10.0, lambda_identity=0.5)
+    args = tiny_args("--lambda-cycle", "10", "--lambda-identity", "0.5")
     precision = cyclegan.Precision("fp32", torch.device("cpu"))
     losses = cyclegan.train_step(model, real_X, real_Y, opt_G, opt_D, pool_X, pool_Y, precision,
                                  args)
@@ -419,7 +417,7 @@ def test_discriminator_loss_factor_does_not_change_adams_update(monkeypatch):
 def test_loader_reads_mixed_images_in_both_layouts(tmp_path, monkeypatch, layout):
     """Decoded once into uint8 (no file is opened per step); an epoch has max(|X|, |Y|) places."""
     root = make_dataset(tmp_path / "data", layout, n_x=4, n_y=3)
-    data, test_X, test_Y = cyclegan.load_dataset(tiny_args(data=root))
+    data, test_X, test_Y = cyclegan.load_dataset(tiny_args("--data", root))
     assert data.images_X.shape == (4, 3, 36, 36) and data.images_X.dtype == torch.uint8
     assert data.images_Y.shape == (3, 3, 36, 36)
     assert test_X.shape == test_Y.shape == (2, 3, 32, 32)
@@ -522,10 +520,9 @@ def test_learning_rate_is_constant_then_falls_linearly_to_zero():
     assert cyclegan.learning_rate(200, paper) == pytest.approx(0)
 
 
-def test_training_run_applies_the_schedule(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    make_dataset(tmp_path / "data", n_x=2, n_y=2)
-    run_main(["--data", "data", *TINY, "--epochs", "2", "--decay-epochs", "2", "--lr", "0.001",
+@pytest.mark.parametrize("run_dir", [{"n_x": 2, "n_y": 2}], indirect=True)
+def test_training_run_applies_the_schedule(run_dir, capsys):
+    run_main([*TINY, "--epochs", "2", "--decay-epochs", "2", "--lr", "0.001",
               "--log-every", "1"], capsys)
     state = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
     assert state["iteration"] == 8  # 4 epochs of 2
@@ -538,10 +535,9 @@ def test_training_run_applies_the_schedule(tmp_path, capsys, monkeypatch):
 
 
 @slow
-def test_two_iteration_command_line_run_writes_its_outputs(tmp_path):
-    make_dataset(tmp_path / "data")
-    result = command_line(["--data", "data", *TINY, "--max-iters", "2", "--sample-every", "1",
-                           "--log-every", "1", "--device", "cpu"], tmp_path)
+def test_two_iteration_command_line_run_writes_its_outputs(run_dir):
+    result = command_line([*TINY, "--max-iters", "2", "--sample-every", "1",
+                           "--log-every", "1", "--device", "cpu"], run_dir)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("new run in"))
@@ -551,9 +547,9 @@ def test_two_iteration_command_line_run_writes_its_outputs(tmp_path):
     assert lines[-2:] == ["translate photos with this model:", "  python cyclegan.py --translate "
                           "PHOTO_OR_FOLDER --checkpoint runs/data/checkpoint.pt"]
     command = shlex.split(lines[-1].replace("PHOTO_OR_FOLDER", "data/testA"))
-    assert command_line(command[2:], tmp_path).returncode == 0  # as printed
-    assert os.path.isfile(tmp_path / "translated/0_XtoY.png")
-    run = tmp_path / "runs" / "data"
+    assert command_line(command[2:], run_dir).returncode == 0  # as printed
+    assert os.path.isfile(run_dir / "translated/0_XtoY.png")
+    run = run_dir / "runs" / "data"
     state = cyclegan.load_checkpoint(str(run / "checkpoint.pt"))
     assert state["iteration"] == 2 and state["settings"]["image_size"] == 32
     rows = (run / "losses.csv").read_text().splitlines()
@@ -693,7 +689,7 @@ def test_a_run_that_cannot_learn_is_warned_about_and_goes_on(run_dir, capsys):
     between inputs, and the cycle cannot bring x back: one warning line, naming what to look at;
     the run goes on to the end."""
     flat_colours("flat", 20)
-    printed = run_main(["--data", "flat", *TINY, "--epochs", "1", "--decay-epochs", "1",
+    printed = run_main([*TINY, "--data", "flat", "--epochs", "1", "--decay-epochs", "1",
                         "--sample-every", "5", "--log-every", "5"], capsys).out
     warnings = [line for line in printed.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1, printed
@@ -709,7 +705,7 @@ def test_a_run_that_cannot_learn_is_warned_about_and_goes_on(run_dir, capsys):
 def test_the_loss_curves_are_drawn_beside_losses_csv(run_dir, capsys):
     """losses.png: three panels (discriminators; adversarial terms; cycle and identity), each
     loss in its own colour, redrawn at every sample grid from the whole of losses.csv."""
-    run_main(["--data", "data", *TINY, "--max-iters", "30", "--log-every", "1",
+    run_main([*TINY, "--max-iters", "30", "--log-every", "1",
               "--sample-every", "10"], capsys)
     assert len(open("runs/data/losses.csv").read().splitlines()) == 31  # header + 30 rows
     picture = TF.pil_to_tensor(Image.open("runs/data/losses.png").convert("RGB"))
@@ -742,7 +738,7 @@ def test_the_sample_grids_show_test_images_spread_over_the_test_set(run_dir, cap
         shown.append(test_X.clone())
         return real_grid(model, test_X, test_Y, precision, path)
     monkeypatch.setattr(cyclegan, "save_sample_grid", recording_grid)
-    run_main(["--data", "data", *TINY, "--max-iters", "2", "--sample-every", "1"], capsys)
+    run_main([*TINY, "--max-iters", "2", "--sample-every", "1"], capsys)
     run_main(["--data", "data", "--resume", "--max-iters", "3"], capsys)
     paths = cyclegan.list_images("data/testA")
     expected = [cyclegan.load_image(paths[i], 36)[:, 2:34, 2:34] for i in (0, 3, 6, 9)]
@@ -758,7 +754,7 @@ def test_translate_scales_photos_to_the_size_the_model_learned(run_dir, capsys):
     and come back at their own size and orientation; --small-output keeps the translation at the
     size it was made at; smaller photos are translated as they are; --translate-size original
     runs the generator at every photo's own size."""
-    run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys)
+    run_main([*TINY, "--max-iters", "1"], capsys)
     write_image("photos/odd.jpg", size=(301, 217))
     write_image("photos/more/a.png", "RGBA", size=(30, 20))
     write_image("photos/more/b.png", "L", size=(64, 48))
@@ -816,7 +812,7 @@ def test_a_folder_is_translated_around_the_photos_that_cannot_be(run_dir, capsys
     takes), one that runs out of memory: each gets its own error line and the rest are
     translated; the run ends with the count, exit status 1. A transparent PNG keeps its alpha.
     A later run never writes over an earlier one's files; a full disk stops with one line."""
-    run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys)
+    run_main([*TINY, "--max-iters", "1"], capsys)
     write_image("photos/good.jpg")
     open("photos/broken.jpg", "w").write("not an image")
     write_image("photos/four.png", size=(4, 4))
@@ -868,7 +864,7 @@ def test_a_folder_is_translated_around_the_photos_that_cannot_be(run_dir, capsys
 def test_translating_at_full_size_is_refused_when_memory_is_short(run_dir, capsys, monkeypatch):
     """The generator's memory at a photo's own size is estimated (14 bytes per pixel per filter,
     measured) before it runs: 600 x 500 with 4 filters needs 16.8 MB."""
-    run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys)
+    run_main([*TINY, "--max-iters", "1"], capsys)
     write_image("photos/wide.png", size=(600, 500))
     monkeypatch.setattr(cyclegan, "available_memory", lambda device: 1e7)
     error = fails_with(["--data", "data", "--translate", "photos", "--translate-size",
@@ -966,21 +962,20 @@ def test_exif_rotated_photos_load_upright(tmp_path):
     assert upright[0, 2, 2] < 60
 
 
-def test_missing_dataset_says_where_it_looked_and_how_to_get_it(run_dir, capsys):
-    error = fails_with(["--data", "summer2winter"], capsys)
-    assert "datasets/summer2winter_yosemite/" in error and "trainA/ trainB/" in error
-    assert "summer/ winter/" in error
-    assert "bash download_data.sh summer2winter_yosemite" in error
-    assert not os.path.exists("runs")  # nothing written
-    error = fails_with(["--data", "horse2zebra"], capsys)  # one that the script can download
-    assert "get it with: bash download_data.sh horse2zebra" in error
-    error = fails_with(["--data", "dmeo"], capsys)  # a typo
-    assert "looked in datasets/dmeo/" in error and error.endswith("; did you mean --data demo?\n")
-    error = fails_with(["--data", "nowhere"], capsys)  # neither: no download to suggest
-    assert "looked in datasets/nowhere/" in error and "download_data.sh nowhere" not in error
-    assert "a name that download_data.sh knows: demo, summer2winter, apple2orange" in error
-    error = fails_with(["--data", "my/photos"], capsys)
-    assert "looked in my/photos/" in error and "; check it" in error
+@pytest.mark.parametrize("data, looked_in, hint", [
+    ("summer2winter", "datasets/summer2winter_yosemite",
+     "get it with: bash download_data.sh summer2winter_yosemite"),
+    ("horse2zebra", "datasets/horse2zebra", "get it with: bash download_data.sh horse2zebra"),
+    ("dmeo", "datasets/dmeo", "did you mean --data demo?"),  # a typo
+    ("nowhere", "datasets/nowhere", "give a dataset folder (README.md, \"Your own dataset\")"),
+    ("my/photos", "my/photos", "check the path")])
+def test_missing_dataset_says_where_it_looked_and_how_to_get_it(run_dir, capsys, data,
+                                                                looked_in, hint):
+    error = fails_with(["--data", data], capsys)
+    assert error.startswith(f"error: no dataset for --data {data}: looked in {looked_in}/ for "
+                            "trainA/ trainB/ (testA/ testB/) or summer/ winter/ (test_summer/ "
+                            f"test_winter/); {hint}")
+    assert error.count("\n") == 1 and not os.path.exists("runs")  # nothing written
 
 
 def test_a_dataset_too_large_for_memory_is_refused_before_decoding(run_dir, capsys, monkeypatch):
@@ -1050,7 +1045,7 @@ def test_empty_domain_folder_is_named(run_dir, capsys):
     for f in os.listdir("data/trainB"):
         os.remove(os.path.join("data/trainB", f))
     (run_dir / "data/trainB/notes.txt").write_text("not an image")
-    error = fails_with(["--data", "data", *TINY], capsys)
+    error = fails_with([*TINY], capsys)
     assert "no images in data/trainB" in error and not os.path.exists("runs")
 
 
@@ -1058,7 +1053,7 @@ def test_truncated_image_is_named(run_dir, capsys):
     write_image("data/trainA/big.jpg", size=(200, 200))
     data = open("data/trainA/big.jpg", "rb").read()
     open("data/trainA/big.jpg", "wb").write(data[: len(data) // 2])
-    error = fails_with(["--data", "data", *TINY], capsys)
+    error = fails_with([*TINY], capsys)
     assert error.startswith("error: cannot read image data/trainA/big.jpg: ")
     assert error.count("\n") == 1
 
@@ -1120,7 +1115,7 @@ def test_fp32_never_constructs_an_autocast(run_dir, capsys, monkeypatch):
     def refuse(*args, **kwargs):
         raise RuntimeError("unsupported autocast device_type")
     monkeypatch.setattr(torch, "autocast", refuse)
-    run_main(["--data", "data", *TINY, "--max-iters", "2", "--sample-every", "1",
+    run_main([*TINY, "--max-iters", "2", "--sample-every", "1",
               "--precision", "fp32"], capsys)
     write_image("photo.jpg")
     printed = run_main(["--data", "data", "--translate", "photo.jpg", "--precision", "fp32"],
@@ -1154,7 +1149,8 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 def torchrun(options, args, cwd, script=None, wait=True):
     """torchrun OPTIONS cyclegan.py ARGS (or another script), one thread per process."""
     command = [*TORCHRUN, *options, script or os.path.join(HERE, "cyclegan.py"), *args]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # On the CPU (gloo) even where there is a GPU: the runs that the tests compare
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     if not wait:
         return subprocess.Popen(command, cwd=cwd, env=environment, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
@@ -1163,7 +1159,6 @@ def torchrun(options, args, cwd, script=None, wait=True):
 
 
 TWO_PROCESSES = ["--standalone", "--nproc_per_node=2"]
-TINY_RUN = ["--data", "data", *TINY, "--device", "cpu", "--precision", "fp32"]
 
 RECORDING_DRIVER = """
 import os, sys, torch
@@ -1196,18 +1191,17 @@ torch.save(records, "records_" + os.environ["RANK"] + ".pt")
 
 
 @slow
-def test_two_processes_apply_the_full_batch_gradients_at_every_iteration(tmp_path):
+def test_two_processes_apply_the_full_batch_gradients_at_every_iteration(run_dir):
     """2 processes at batch 1 (--pool-size 0) against 1 process at batch 2 on the same plan: at
     each of 6 iterations the gradients that DDP averaged and each process applied equal the
     gradients of the whole batch of 2, computed in one process from the same weights. One
     process writes: one run folder, one CSV header, each progress line once."""
-    make_dataset(tmp_path / "data")
-    (tmp_path / "driver.py").write_text(RECORDING_DRIVER.format(here=HERE))
-    result = torchrun(TWO_PROCESSES, [*TINY_RUN, "--pool-size", "0", "--max-iters", "6",
-                                      "--log-every", "1"], tmp_path,
-                      script=str(tmp_path / "driver.py"))
+    (run_dir / "driver.py").write_text(RECORDING_DRIVER.format(here=HERE))
+    result = torchrun(TWO_PROCESSES, [*TINY, "--precision", "fp32", "--pool-size", "0",
+                                      "--max-iters", "6", "--log-every", "1"], run_dir,
+                      script=str(run_dir / "driver.py"))
     assert result.returncode == 0, result.stderr[-3000:]
-    records = [torch.load(tmp_path / f"records_{rank}.pt") for rank in (0, 1)]
+    records = [torch.load(run_dir / f"records_{rank}.pt") for rank in (0, 1)]
     assert len(records[0]) == len(records[1]) == 6
     args = tiny_args()  # the loss weights are the defaults
     precision = cyclegan.Precision("fp32", torch.device("cpu"))
@@ -1230,8 +1224,8 @@ def test_two_processes_apply_the_full_batch_gradients_at_every_iteration(tmp_pat
             # summed instead of averaged is ~100% off.
             difference = ((averaged - full).norm() / full.norm()).item()
             assert difference < 1e-2, (iteration, name, difference)
-    assert os.listdir(tmp_path / "runs") == ["data"]
-    rows = (tmp_path / "runs/data/losses.csv").read_text().splitlines()
+    assert os.listdir(run_dir / "runs") == ["data"]
+    rows = (run_dir / "runs/data/losses.csv").read_text().splitlines()
     assert rows[0].startswith("iteration,") and len(rows) == 7  # one header, one row a line
     for iteration in range(1, 7):
         assert result.stdout.count(f" it {iteration}/6 |") == 1
@@ -1240,15 +1234,14 @@ def test_two_processes_apply_the_full_batch_gradients_at_every_iteration(tmp_pat
 
 
 @slow
-def test_ctrl_c_under_torchrun_stops_both_and_the_printed_command_resumes_exactly(tmp_path):
+def test_ctrl_c_under_torchrun_stops_both_and_the_printed_command_resumes_exactly(run_dir):
     """torchrun passes Ctrl-C (SIGINT) on to each process; both stop after the same iteration,
     one checkpoint holds both processes' states, and the printed torchrun command resumes to
     the same weights, bit for bit, as a run that was never stopped."""
-    make_dataset(tmp_path / "data")
-    run = [*TINY_RUN, "--max-iters", "120", "--log-every", "1", "--pool-size", "3"]
-    straight = torchrun(TWO_PROCESSES, [*run, "--out", "straight"], tmp_path)
+    run = [*TINY, "--max-iters", "120", "--log-every", "1", "--pool-size", "3"]
+    straight = torchrun(TWO_PROCESSES, [*run, "--out", "straight"], run_dir)
     assert straight.returncode == 0, straight.stderr[-3000:]
-    process = torchrun(TWO_PROCESSES, run, tmp_path, wait=False)
+    process = torchrun(TWO_PROCESSES, run, run_dir, wait=False)
     for line in process.stdout:
         if " it 3/120 " in line:
             process.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal does
@@ -1257,29 +1250,28 @@ def test_ctrl_c_under_torchrun_stops_both_and_the_printed_command_resumes_exactl
     assert process.returncode != 0  # torchrun reports its workers' exit status 130
     stopped_at = int(output.split("interrupted at iteration ")[1].split(",")[0])
     assert stopped_at % 10 == 0 and 10 <= stopped_at < 120  # agreed at a multiple of 10
-    state = cyclegan.load_checkpoint(str(tmp_path / "runs/data/checkpoint.pt"))
+    state = cyclegan.load_checkpoint(str(run_dir / "runs/data/checkpoint.pt"))
     assert state["iteration"] == stopped_at and len(state["processes"]) == 2
     command = output.split("resume with:\n")[1].splitlines()[0].strip()
     assert command == ("torchrun --standalone --nproc_per_node=2 "
                        f"{os.path.join(HERE, 'cyclegan.py')} --resume --out runs/data")
     words = shlex.split(command)
-    resumed = torchrun(words[1:3], words[4:], tmp_path)
+    resumed = torchrun(words[1:3], words[4:], run_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed at iteration {stopped_at}" in resumed.stdout
-    finished = cyclegan.load_checkpoint(str(tmp_path / "runs/data/checkpoint.pt"))
-    expected = cyclegan.load_checkpoint(str(tmp_path / "straight/checkpoint.pt"))
+    finished = cyclegan.load_checkpoint(str(run_dir / "runs/data/checkpoint.pt"))
+    expected = cyclegan.load_checkpoint(str(run_dir / "straight/checkpoint.pt"))
     assert finished["iteration"] == 120
     for key in ("model", "optimizer_G", "optimizer_D", "processes"):
         assert tensors_equal(finished[key], expected[key]), key
 
 
 @slow
-def test_a_process_killed_under_torchrun_leaves_a_whole_checkpoint_that_resumes(tmp_path):
+def test_a_process_killed_under_torchrun_leaves_a_whole_checkpoint_that_resumes(run_dir):
     """SIGKILL to one of the two processes: torchrun ends the other, and the last checkpoint
     (saved every 2 iterations) loads and resumes."""
-    make_dataset(tmp_path / "data")
-    run = [*TINY_RUN, "--max-iters", "400", "--log-every", "1", "--checkpoint-every", "2"]
-    process = torchrun(TWO_PROCESSES, run, tmp_path, wait=False)
+    run = [*TINY, "--max-iters", "400", "--log-every", "1", "--checkpoint-every", "2"]
+    process = torchrun(TWO_PROCESSES, run, run_dir, wait=False)
     for line in process.stdout:
         if " it 15/400 " in line:
             with open(f"/proc/{process.pid}/task/{process.pid}/children") as f:
@@ -1289,12 +1281,12 @@ def test_a_process_killed_under_torchrun_leaves_a_whole_checkpoint_that_resumes(
             break
     process.communicate(timeout=120)
     assert process.returncode != 0
-    state = cyclegan.load_checkpoint(str(tmp_path / "runs/data/checkpoint.pt"))  # whole
+    state = cyclegan.load_checkpoint(str(run_dir / "runs/data/checkpoint.pt"))  # whole
     assert 14 <= state["iteration"] < 400 and len(state["processes"]) == 2
     resumed = torchrun(TWO_PROCESSES, ["--resume", "--out", "runs/data", "--max-iters", "30"],
-                       tmp_path)
+                       run_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert cyclegan.load_checkpoint(str(tmp_path / "runs/data/checkpoint.pt"))["iteration"] == 30
+    assert cyclegan.load_checkpoint(str(run_dir / "runs/data/checkpoint.pt"))["iteration"] == 30
 
 
 @slow
@@ -1302,7 +1294,7 @@ def test_a_run_resumed_with_another_number_of_processes_deals_pools_afresh(run_d
                                                                           monkeypatch):
     """A 2-process checkpoint resumed in 1 process: the same weights, optimisers, iteration and
     schedule; the pools and random streams start afresh, and it says so."""
-    result = torchrun(TWO_PROCESSES, [*TINY_RUN, "--max-iters", "4", "--pool-size", "3"],
+    result = torchrun(TWO_PROCESSES, [*TINY, "--max-iters", "4", "--pool-size", "3"],
                       run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     saved = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
@@ -1320,8 +1312,8 @@ def test_a_run_resumed_with_another_number_of_processes_deals_pools_afresh(run_d
 
 
 @slow
-def test_a_bad_flag_under_torchrun_is_one_error_line(tmp_path):
-    result = torchrun(TWO_PROCESSES, ["--data", "demo", "--image_size", "64"], tmp_path)
+def test_a_bad_flag_under_torchrun_is_one_error_line(run_dir):
+    result = torchrun(TWO_PROCESSES, ["--data", "demo", "--image_size", "64"], run_dir)
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: unrecognized arguments: --image_size 64 (did you mean "
@@ -1329,11 +1321,10 @@ def test_a_bad_flag_under_torchrun_is_one_error_line(tmp_path):
                       f"{os.path.join(HERE, 'cyclegan.py')} --help"]
     assert "Traceback (most recent call last):\n  File \"" + os.path.join(HERE, "cyclegan.py") \
         not in result.stderr  # no traceback of ours
-    assert not os.path.exists(tmp_path / "runs")
+    assert not os.path.exists(run_dir / "runs")
     # an error in the second process alone is printed too
-    (tmp_path / "driver.py").write_text(ONLY_THE_SECOND_FAILS.format(here=HERE))
-    make_dataset(tmp_path / "data")
-    result = torchrun(TWO_PROCESSES, TINY_RUN, tmp_path, script=str(tmp_path / "driver.py"))
+    (run_dir / "driver.py").write_text(ONLY_THE_SECOND_FAILS.format(here=HERE))
+    result = torchrun(TWO_PROCESSES, TINY, run_dir, script=str(run_dir / "driver.py"))
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: no dataset here (process 1)"]
@@ -1352,25 +1343,24 @@ cyclegan.main(sys.argv[1:])
 
 
 @slow
-def test_two_machines_simulated_on_one_train_as_one_machine_does(tmp_path):
+def test_two_machines_simulated_on_one_train_as_one_machine_does(run_dir):
     """Two torchrun agents (--nnodes 2, one process each), started as README.md says for two
     machines, meet on 127.0.0.1 and train as one agent with two processes does, to the same
     weights, bit for bit."""
-    make_dataset(tmp_path / "data")
-    run = [*TINY_RUN, "--max-iters", "8", "--pool-size", "3"]
-    one = torchrun(TWO_PROCESSES, [*run, "--out", "one_machine"], tmp_path)
+    run = [*TINY, "--max-iters", "8", "--pool-size", "3"]
+    one = torchrun(TWO_PROCESSES, [*run, "--out", "one_machine"], run_dir)
     assert one.returncode == 0, one.stderr[-3000:]
     with socket.socket() as probe:  # a free port for the meeting point
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     agents = [torchrun(["--nnodes=2", "--nproc_per_node=1", f"--node_rank={rank}",
                         f"--rdzv-endpoint=127.0.0.1:{port}"],
-                       [*run, "--out", "two_machines"], tmp_path, wait=False)
+                       [*run, "--out", "two_machines"], run_dir, wait=False)
               for rank in (0, 1)]
     outputs = [agent.communicate(timeout=300) for agent in agents]
     assert [agent.returncode for agent in agents] == [0, 0], [err[-2000:] for _, err in outputs]
-    two = cyclegan.load_checkpoint(str(tmp_path / "two_machines/checkpoint.pt"))
-    expected = cyclegan.load_checkpoint(str(tmp_path / "one_machine/checkpoint.pt"))
+    two = cyclegan.load_checkpoint(str(run_dir / "two_machines/checkpoint.pt"))
+    expected = cyclegan.load_checkpoint(str(run_dir / "one_machine/checkpoint.pt"))
     assert two["iteration"] == 8
     for key in ("model", "optimizer_G", "optimizer_D"):
         assert tensors_equal(two[key], expected[key]), key
@@ -1406,11 +1396,10 @@ def test_progress_lines_add_up(tmp_path, capsys, monkeypatch):
     assert bare_log(tmp_path, "cpu").summary() == "done: no iterations to run"
 
 
-def test_resume_continues_exactly(tmp_path, capsys, monkeypatch):
-    """K iterations straight == stop mid-epoch, or at an epoch's end, and resume to K."""
-    monkeypatch.chdir(tmp_path)
-    make_dataset(tmp_path / "data", n_x=3, n_y=4)  # 4 iterations per epoch
-    common = ["--data", "data", *TINY, "--epochs", "2", "--decay-epochs", "1", "--pool-size", "2",
+def test_resume_continues_exactly(run_dir, capsys):
+    """K iterations straight == stop mid-epoch, or at an epoch's end, and resume to K (3 images
+    of X and 4 of Y: 4 iterations per epoch)."""
+    common = [*TINY, "--epochs", "2", "--decay-epochs", "1", "--pool-size", "2",
               "--checkpoint-every", "3"]
     run_main([*common, "--out", "straight", "--max-iters", "7"], capsys)
     straight = cyclegan.load_checkpoint("straight/checkpoint.pt")
@@ -1433,7 +1422,7 @@ def test_resume_continues_exactly(tmp_path, capsys, monkeypatch):
 
 
 def test_resume_takes_its_settings_from_the_checkpoint(run_dir, capsys):
-    run_main(["--data", "data", *TINY, "--image-size", "24", "--max-iters", "1"], capsys)
+    run_main([*TINY, "--image-size", "24", "--max-iters", "1"], capsys)
     printed = run_main(["--data", "data", "--resume", "--max-iters", "2"], capsys).out
     assert "load-size 27" in printed and "image-size 24" in printed
     # a typed flag that agrees is fine; one that contradicts is refused
@@ -1450,12 +1439,12 @@ def test_resume_takes_its_settings_from_the_checkpoint(run_dir, capsys):
     assert state["iteration"] == 5 and state["scaler"]["scale"] > 0
 
 
-def test_resume_can_extend_the_schedule(tmp_path, capsys, monkeypatch):
-    """A finished run of 1 + 1 epochs, resumed with --epochs 3: two more epochs at the full rate
-    and the decaying one again, with the old and new schedule and the rate printed."""
-    monkeypatch.chdir(tmp_path)
-    make_dataset(tmp_path / "data", n_x=2, n_y=2)  # 2 iterations per epoch
-    run_main(["--data", "data", *TINY, "--epochs", "1", "--decay-epochs", "1", "--lr", "0.001",
+@pytest.mark.parametrize("run_dir", [{"n_x": 2, "n_y": 2}], indirect=True)
+def test_resume_can_extend_the_schedule(run_dir, capsys):
+    """A finished run of 1 + 1 epochs of 2 iterations, resumed with --epochs 3: two more epochs
+    at the full rate and the decaying one again, with the old and new schedule and the rate
+    printed."""
+    run_main([*TINY, "--epochs", "1", "--decay-epochs", "1", "--lr", "0.001",
               "--log-every", "1"], capsys)
     assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 4
     printed = run_main(["--data", "data", "--resume", "--epochs", "3"], capsys).out
@@ -1472,7 +1461,7 @@ def test_resume_can_extend_the_schedule(tmp_path, capsys, monkeypatch):
 def test_nonfinite_weights_are_never_saved(run_dir, capsys, monkeypatch):
     """A step that leaves a NaN in the weights behind finite losses: the run stops before it
     saves, and the last good checkpoint stays."""
-    run_main(["--data", "data", *TINY, "--max-iters", "2", "--checkpoint-every", "2"], capsys)
+    run_main([*TINY, "--max-iters", "2", "--checkpoint-every", "2"], capsys)
     good = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
     real_train_step = cyclegan.train_step
     calls = []
@@ -1494,7 +1483,7 @@ def test_nonfinite_weights_are_never_saved(run_dir, capsys, monkeypatch):
 
 @slow
 def test_checkpoint_survives_sigkill_while_saving(run_dir, capsys):
-    run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys)
+    run_main([*TINY, "--max-iters", "1"], capsys)
     before = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
     slow_saver = f"""
 import io, sys, time, torch
@@ -1530,7 +1519,7 @@ cyclegan.main(["--data", "data", "--max-iters", "3", "--resume"])
 
 
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(run_dir, capsys, monkeypatch):
-    run_main(["--data", "data", *TINY, "--max-iters", "2"], capsys)
+    run_main([*TINY, "--max-iters", "2"], capsys)
     good = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
     real_cycle_loss = cyclegan.cycle_consistency_loss
     monkeypatch.setattr(cyclegan, "cycle_consistency_loss",
@@ -1545,7 +1534,7 @@ def test_bad_checkpoints_give_one_line_errors(run_dir, capsys):
     error = fails_with(["--data", "data", "--resume"], capsys)
     assert error.count("\n") == 1 and "no run of --data data in runs/" in error
     assert "train one with: python cyclegan.py --data data" in error and "--checkpoint" not in error
-    run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys)
+    run_main([*TINY, "--max-iters", "1"], capsys)
     data = open("runs/data/checkpoint.pt", "rb").read()
     open("runs/data/checkpoint.pt", "wb").write(data[: len(data) // 3])
     error = fails_with(["--data", "data", "--resume"], capsys)
@@ -1613,7 +1602,7 @@ def test_a_write_that_fails_leaves_no_partial_file_and_says_how_to_resume(run_di
     """A full disk while writing the checkpoint, a sample grid or losses.csv: one line that names
     the file, the space left and the command that resumes; the files on disk are as they were
     (the checkpoint of iteration 2 whole, no partial or temporary file); the command resumes."""
-    run_main(["--data", "data", *TINY, "--max-iters", "2", "--log-every", "1"], capsys)
+    run_main([*TINY, "--max-iters", "2", "--log-every", "1"], capsys)
     before = files_below("runs")
     fill_the_disk_at(name, monkeypatch)
     error = fails_with(["--data", "data", "--resume", "--max-iters", "4", "--sample-every", "4",
@@ -1638,7 +1627,7 @@ def test_a_real_full_disk_ends_in_one_line_and_keeps_the_last_checkpoint(run_dir
     if sys.platform != "linux" or os.geteuid() != 0 or not shutil.which("unshare"):
         assert os.environ.get("CI") != "true" or sys.platform != "linux", "CI runs it as root"
         pytest.skip("needs root on Linux, to mount a small tmpfs under unshare -m")
-    train = [sys.executable, os.path.join(HERE, "cyclegan.py"), "--data", "data", *TINY,
+    train = [sys.executable, os.path.join(HERE, "cyclegan.py"), *TINY,
              "--max-iters", "6", "--checkpoint-every", "2", "--out", "disk/run"]
     script = (f"mkdir disk && mount -t tmpfs -o size=1m tmpfs disk && {shlex.join(train)}; "
               "echo exit $?; cp -r disk/run left")  # the tmpfs goes with the namespace
@@ -1657,7 +1646,7 @@ def test_out_of_memory_half_way_through_an_iteration_saves_nothing(run_dir, caps
                                                                   monkeypatch):
     """Out of memory in the discriminators' step, after the generators' step has changed them:
     one line with what ran and what to lower; the checkpoint of iteration 2 is not replaced."""
-    run_main(["--data", "data", *TINY, "--max-iters", "2"], capsys)
+    run_main([*TINY, "--max-iters", "2"], capsys)
     before = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
 
     def out_of_memory(*args):
@@ -1772,18 +1761,18 @@ def test_wrong_generator_files_give_one_line_errors(run_dir, capsys):
 
 def test_new_runs_take_the_next_free_folder(run_dir, capsys):
     for expected in ("runs/data", "runs/data2", "runs/data3"):
-        printed = run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys).out
+        printed = run_main([*TINY, "--max-iters", "1"], capsys).out
         assert f"\nnew run in {expected} with" in printed
         assert cyclegan.load_checkpoint(f"{expected}/checkpoint.pt")["iteration"] == 1
     stamp = os.path.getmtime("runs/data/checkpoint.pt")
-    error = fails_with(["--data", "data", *TINY, "--max-iters", "1", "--out", "runs/data"], capsys)
+    error = fails_with([*TINY, "--max-iters", "1", "--out", "runs/data"], capsys)
     assert "runs/data/checkpoint.pt already exists: add --resume" in error
     assert os.path.getmtime("runs/data/checkpoint.pt") == stamp
 
 
 def test_resume_and_translate_take_the_newest_run(run_dir, capsys):
     for _ in range(2):
-        run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys)
+        run_main([*TINY, "--max-iters", "1"], capsys)
     os.utime("runs/data/checkpoint.pt", (time.time() + 10, time.time() + 10))  # newest now
     printed = run_main(["--data", "data", "--resume", "--max-iters", "2"], capsys).out
     assert "\nresuming runs/data;" in printed
@@ -1830,7 +1819,7 @@ def test_impossible_settings_are_refused_before_any_work(run_dir, capsys, flags,
     if flags == ["--device", "cuda"] and torch.cuda.is_available():
         flags = ["--device", "cuda:99"]  # on a GPU machine, ask for one that is not there
         message = "--device cuda:99"
-    error = fails_with(["--data", "data", *TINY, *flags], capsys)
+    error = fails_with([*TINY, *flags], capsys)
     assert message in error and error.count("\n") == 1
     assert not os.path.exists("runs")
 
@@ -1838,12 +1827,11 @@ def test_impossible_settings_are_refused_before_any_work(run_dir, capsys, flags,
 # --- 16. Ctrl-C -------------------------------------------------------------------------------
 
 @slow
-def test_ctrl_c_saves_and_the_printed_command_resumes(tmp_path):
-    make_dataset(tmp_path / "data")
+def test_ctrl_c_saves_and_the_printed_command_resumes(run_dir):
     process = subprocess.Popen(
-        [sys.executable, os.path.join(HERE, "cyclegan.py"), "--data", "data", *TINY, "--epochs",
+        [sys.executable, os.path.join(HERE, "cyclegan.py"), *TINY, "--epochs",
          "50", "--decay-epochs", "0", "--log-every", "1"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=run_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in process.stdout:
         lines.append(line)
@@ -1858,13 +1846,13 @@ def test_ctrl_c_saves_and_the_printed_command_resumes(tmp_path):
     assert "\nstopped: " in text
     iteration = int(text.split("interrupted at iteration ")[1].split(",")[0])
     assert 3 <= iteration < 200
-    checkpoint = str(tmp_path / "runs/data/checkpoint.pt")
+    checkpoint = str(run_dir / "runs/data/checkpoint.pt")
     assert cyclegan.load_checkpoint(checkpoint)["iteration"] == iteration
     command = text.split("resume with:\n")[1].splitlines()[0].strip()
     assert command == "python cyclegan.py --resume --out runs/data"
-    result = command_line(shlex.split(command)[2:], tmp_path)  # exactly as printed
+    result = command_line(shlex.split(command)[2:], run_dir)  # exactly as printed
     assert result.returncode == 0, result.stderr
-    assert cyclegan.load_checkpoint(str(tmp_path / "runs/data/checkpoint.pt"))["iteration"] == 200
+    assert cyclegan.load_checkpoint(str(run_dir / "runs/data/checkpoint.pt"))["iteration"] == 200
 
 
 # --- 17. The demo's landscapes ----------------------------------------------------------------
@@ -1900,8 +1888,8 @@ def test_help_and_readme_list_every_flag():
 def test_runs_in_one_process_leave_no_settings_behind(run_dir, capsys):
     torch.backends.cudnn.benchmark = False
     handler = signal.getsignal(signal.SIGINT)
-    run_main(["--data", "data", *TINY, "--max-iters", "1"], capsys)
-    run_main(["--data", "data", "--max-iters", "1", *TINY, "--image-size", "24"], capsys)
+    run_main([*TINY, "--max-iters", "1"], capsys)
+    run_main([*TINY, "--max-iters", "1", "--image-size", "24"], capsys)
     assert torch.backends.cudnn.benchmark is False and signal.getsignal(signal.SIGINT) is handler
     assert cyclegan.load_checkpoint("runs/data2/checkpoint.pt")["settings"]["load_size"] == 27
 
@@ -1945,7 +1933,7 @@ def test_in_a_notebook_errors_print_one_line_and_do_not_exit(run_dir, capsys, mo
 
 
 @slow
-def test_pasted_into_a_jupyter_kernel(tmp_path):
+def test_pasted_into_a_jupyter_kernel(run_dir):
     """As a Colab user does it: the whole file in one cell, an error, a training, a training
     stopped with the kernel's interrupt, the printed main([...]) call that resumes it, and a
     translation."""
@@ -1954,9 +1942,8 @@ def test_pasted_into_a_jupyter_kernel(tmp_path):
                     "them)")
     import nbformat
     from nbclient import NotebookClient
-    write_image(str(tmp_path / "photo.jpg"), size=(50, 38))
-    make_dataset(tmp_path / "data")
-    tiny = json.dumps(["--data", "data", *TINY])[1:-1]
+    write_image(str(run_dir / "photo.jpg"), size=(50, 38))
+    tiny = json.dumps([*TINY])[1:-1]
     cells = [open(os.path.join(HERE, "cyclegan.py")).read(),
              'main(["--data", "nowhere"])',
              f'main([{tiny}, "--max-iters", "300", "--log-every", "10", "--sample-every", "100"])',
@@ -1965,13 +1952,13 @@ def test_pasted_into_a_jupyter_kernel(tmp_path):
              'main(["--data", "data", "--translate", "photo.jpg"])']
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c or "") for c in cells])
     client = NotebookClient(notebook, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
+                            resources={"metadata": {"path": str(run_dir)}})
 
     def interrupt_when_training():
         # What the kernel manager's interrupt (Colab's stop button) does for a kernel whose
         # interrupt_mode is "signal": SIGINT to the kernel's process. (Its async method cannot
         # be called from this thread while the cell runs.)
-        csv_path = tmp_path / "runs" / "data2" / "losses.csv"
+        csv_path = run_dir / "runs" / "data2" / "losses.csv"
         for _ in range(600):
             if csv_path.exists() and len(csv_path.read_text().splitlines()) > 3:
                 assert client.km.kernel_spec.interrupt_mode == "signal"
@@ -2009,7 +1996,7 @@ def test_pasted_into_a_jupyter_kernel(tmp_path):
     assert " s/it, ETA 0:00:00" in progress[0]
     assert len(pictures) == 2  # the newest grid, and the loss curves below it
     newest = Image.open(io.BytesIO(base64.b64decode(pictures[0]["image/png"])))
-    assert newest.size == Image.open(tmp_path / "runs/data/samples/iter_0000300.png").size
+    assert newest.size == Image.open(run_dir / "runs/data/samples/iter_0000300.png").size
     curves = Image.open(io.BytesIO(base64.b64decode(pictures[1]["image/png"])))
     assert curves.size == (640, 540)
     assert "main(['--resume', '--out', 'runs/data2'])" in outputs[3]
@@ -2017,11 +2004,11 @@ def test_pasted_into_a_jupyter_kernel(tmp_path):
         "main(['--resume', '--max-iters', '40', '--out', 'runs/data2'])")
     assert "resumed at iteration" in outputs[4]
     assert outputs[4].strip().splitlines()[-3].startswith("done:")
-    state = cyclegan.load_checkpoint(str(tmp_path / "runs/data2/checkpoint.pt"))
+    state = cyclegan.load_checkpoint(str(run_dir / "runs/data2/checkpoint.pt"))
     assert state["iteration"] == 40 and state["settings"]["load_size"] == 36
     assert "translating with runs/data2/checkpoint.pt:" in outputs[5]
     assert "done: translated 1 image XtoY" in outputs[5]
-    assert Image.open(tmp_path / "translated" / "photo_XtoY.png").size == (50, 38)  # its own
+    assert Image.open(run_dir / "translated" / "photo_XtoY.png").size == (50, 38)  # its own
 
 
 # --- download_data.sh, against a server on 127.0.0.1 ------------------------------------------
@@ -2111,7 +2098,7 @@ def test_download_succeeds_then_second_run_does_nothing(tmp_path, zip_server):
     assert "trainA: 3 images" in result.stdout and "testB: 1 images" in result.stdout
     assert sorted(os.listdir(tmp_path / "datasets/mini/trainA")) == ["0.jpg", "1.jpg", "2.jpg"]
     assert leftovers(tmp_path) == ["mini"]
-    args = tiny_args(data=str(tmp_path / "datasets/mini"))
+    args = tiny_args("--data", str(tmp_path / "datasets/mini"))
     assert cyclegan.load_dataset(args)[0].epoch_length == 3  # the loader reads what it unpacked
     again = run_download(tmp_path, server, "mini")
     assert again.returncode == 0 and "already there, nothing to do" in again.stdout
