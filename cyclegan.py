@@ -520,11 +520,12 @@ def train(args, run_folder, checkpoint, introduction, stop, device):
     Every so many iterations: a progress line, a sample grid (rows x, G(x), F(G(x)), y, F(y),
     G(F(y)) of fixed test images) and a checkpoint (sections 12, 13 and 16 are its machinery)."""
     training = Training(args, Precision(args.precision, device), device)
-    # Under torchrun, the networks wrapped so that backward averages gradients over processes
+    # Under torchrun, each network is wrapped so that backward averages its gradients (12)
     training.model = for_this_process(training.model, args.seed)
     # The data is read before anything is written: a bad dataset leaves no run folder behind.
     data, test_X, test_Y = load_dataset(args)
-    batches = Batches(data, args.batch_size, args.seed)  # the epochs of section 5, reproducible
+    # Section 5's epochs, the same after a resume and shared among torchrun processes (13)
+    batches = Batches(data, args.batch_size, args.seed)
     iterations_per_epoch = batches.iterations_per_epoch()
     last = (args.epochs + args.decay_epochs) * iterations_per_epoch  # the schedule's end
     if args.max_iters is not None:
@@ -536,7 +537,7 @@ def train(args, run_folder, checkpoint, introduction, stop, device):
     first = training.iteration  # 0, or where a resumed run continues
     # One iteration after another until the schedule ends (or --max-iters). The epoch and the
     # place in it follow from the iteration alone.
-    while training.iteration < last and not stop.requested_in_any_process(training.iteration):
+    while training.iteration < last and not stop.requested(training.iteration):
         epoch, index = divmod(training.iteration, iterations_per_epoch)
         # Set by hand, not by a torch LR scheduler: the rate follows from the epoch alone, so a
         # resumed run has no scheduler state to restore.
@@ -627,7 +628,7 @@ def translate(typed):
         # If that name is taken, the next free one (photo_XtoY2.png): nothing is overwritten.
         target = first_free(os.path.join(out_folder, f"{stem}_{suffix}"), ".png")
         try:
-            # Read, scaled down, translate_image, carried back (section 10)
+            # Read, scaled down, run through translate_image and carried back (section 10)
             sizes = translate_file(generator, image_path, target, size, precision, small_output)
             print(f"{image_path} -> {target} ({sizes})")
         except CycleGANError as error:  # this photo only: the others are still translated
@@ -1873,30 +1874,30 @@ class StopOnCtrlC:
     (under torchrun, up to the next multiple of 10), the run is saved, and the command to resume
     is printed. A second Ctrl-C stops at once."""
     def __enter__(self):
-        self.requested = False  # asked here, by Ctrl-C
+        self.asked = False  # asked here, by Ctrl-C
         self.stopping = False  # agreed: the loop ends
         self.previous_handler = None
         try:
-            self.previous_handler = signal.signal(signal.SIGINT, self.request)
+            self.previous_handler = signal.signal(signal.SIGINT, self.on_ctrl_c)
         except ValueError:  # only the main thread may set handlers: Ctrl-C stays as it was
             pass
         return self
 
-    def requested_in_any_process(self, iteration):
+    def requested(self, iteration):
         """Whether the loop should end now. Alone: as soon as stopping was asked. Under torchrun
         every process must stop after the same iteration, whichever was asked (torchrun passes
         a terminal's Ctrl-C to each): at every 10th iteration each process waits for the others,
         and one small all-reduce tells all of them whether any was asked."""
         if process_count() > 1 and iteration % 10 != 0:
             return False
-        self.stopping = any_process(self.requested)
+        self.stopping = any_process(self.asked)
         return self.stopping
 
-    def request(self, signum, frame):
+    def on_ctrl_c(self, signum, frame):
         """The SIGINT handler: the first asks, the second insists."""
-        if self.requested:
+        if self.asked:
             raise KeyboardInterrupt  # the checkpoint on disk stays whole: saves are atomic
-        self.requested = True
+        self.asked = True
         within = "within 10 iterations (torchrun)" if process_count() > 1 else "this iteration"
         print(f"\nstopping after {within}; Ctrl-C again to stop at once", flush=True)
 
