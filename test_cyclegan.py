@@ -1175,12 +1175,13 @@ torch.save(records, "records_" + os.environ["RANK"] + ".pt")
 def test_two_processes_apply_the_full_batch_gradients_at_every_iteration(run_dir):
     """2 processes at batch 1 (--pool-size 0) against 1 process at batch 2 on the same plan: at
     each of 6 iterations the gradients that DDP averaged and each process applied equal the
-    gradients of the whole batch of 2, computed in one process from the same weights. One
-    process writes: one run folder, one CSV header, each progress line once."""
+    gradients of the whole batch of 2, computed in one process from the same weights, also after
+    the first process alone drew a sample grid (iteration 3) through the DDP-wrapped generators.
+    One process writes: one run folder, one CSV header, each progress line once."""
     (run_dir / "driver.py").write_text(RECORDING_DRIVER.format(here=HERE))
     result = torchrun(TWO_PROCESSES, [*TINY, "--precision", "fp32", "--pool-size", "0",
-                                      "--max-iters", "6", "--log-every", "1"], run_dir,
-                      script=str(run_dir / "driver.py"))
+                                      "--max-iters", "6", "--log-every", "1", "--sample-every",
+                                      "3"], run_dir, script=str(run_dir / "driver.py"))
     assert result.returncode == 0, result.stderr[-3000:]
     records = [torch.load(run_dir / f"records_{rank}.pt") for rank in (0, 1)]
     assert len(records[0]) == len(records[1]) == 6
