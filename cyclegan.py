@@ -1422,10 +1422,9 @@ def load_checkpoint(path):
 
 class ProgressLog:
     """Progress lines, losses.csv, sample grids and the closing line. The loop adds each
-    iteration's losses (a dict by name, still on the device), read only when a line is written,
-    and the log notes the time. Under
-    torchrun the logged losses are the means over the processes, and the first process writes.
-    It also makes the run folder, on the first process, before anything is written there."""
+    iteration's losses (a dict by name, still on the device, read only when a line is written),
+    and the log notes the time. Under torchrun the logged losses are the means over the processes,
+    and the first process writes; it also makes the run folder, before anything is written."""
     def __init__(self, run_folder, training, data, test_X, test_Y):
         self.run_folder = run_folder
         self.device = training.device
@@ -1443,7 +1442,7 @@ class ProgressLog:
             torch.cuda.reset_peak_memory_stats(self.device)
         if first_process():
             os.makedirs(f"{run_folder}/samples", exist_ok=True)
-        if training.iteration == 0 and first_process():  # a resumed run appends to its losses.csv
+        if first_process() and training.iteration == 0:  # a resumed run appends to losses.csv
             header = ",".join(["iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it"]) + "\n"
             write_file(f"{run_folder}/losses.csv", lambda f: f.write(header.encode()))
 
