@@ -520,11 +520,12 @@ def train(args, run_folder, checkpoint, introduction, stop, device):
     Every so many iterations: a progress line, a sample grid (rows x, G(x), F(G(x)), y, F(y),
     G(F(y)) of fixed test images) and a checkpoint (sections 12, 13 and 16 are its machinery)."""
     training = Training(args, Precision(args.precision, device), device)
-    # Under torchrun, each network is wrapped so that backward averages its gradients (12)
+    # Under torchrun, each network is wrapped so that backward averages its gradients
+    # over the processes (section 12)
     training.model = for_this_process(training.model, args.seed)
     # The data is read before anything is written: a bad dataset leaves no run folder behind.
     data, test_X, test_Y = load_dataset(args)
-    # Section 5's epochs, the same after a resume and shared among torchrun processes (13)
+    # Section 5's epochs, the same after a resume, shared among torchrun processes (section 13)
     batches = Batches(data, args.batch_size, args.seed)
     iterations_per_epoch = batches.iterations_per_epoch()
     last = (args.epochs + args.decay_epochs) * iterations_per_epoch  # the schedule's end
@@ -599,7 +600,8 @@ def demo_translation_errors(model, size, precision, count=64):
 # textures at the scale of their training images, so a larger photo is translated scaled down to
 # that size, keeping its aspect ratio, and the translation is then carried back to the photo's
 # own size as a colour transform (section 10). The generator comes from our checkpoint.pt (both
-# directions: --direction picks one) or from a bare Generator file such as the authors' (14).
+# directions: --direction picks one) or from a bare Generator file such as the authors'
+# (section 14).
 
 def translate_image(generator, image):
     """(N, 3, H, W) in [-1, 1], any H and W -> translated, same shape."""

@@ -26,8 +26,9 @@ generator at 4000x3000); each command's wall time and peak RAM (resident set, fr
 --batch-size 2 and as 2 torchrun processes of 1 thread at batch 1; prints images per second.
 
 Our measurements (2-core CPUs, torch 2.14.1, 128px, batch 1, the paper-sized networks; loop s/it
-is the median step, or for "another machine" the recent wall time per iteration; these shared
-machines vary by up to 25% from hour to hour, and from machine to machine by more):
+was the median step of an earlier version's log, or for "another machine" the recent wall time
+per iteration, which is what the progress lines give now; these shared machines vary by up to
+25% from hour to hour, and from machine to machine by more):
 
 | machine | precision | loop s/it | bare step s/it | overhead | peak RAM |
 | --- | --- | --- | --- | --- | --- |
