@@ -1603,12 +1603,14 @@ CURVE_COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
 
 
 def draw_loss_curves(csv_path, png_path, width=640, panel_height=180):
-    """losses.csv -> a PNG of the curves, drawn with Pillow; nothing until it has two rows."""
+    """losses.csv -> a PNG of the curves, drawn with Pillow; nothing until it has two rows. The
+    columns are read by position: a run begun before adv_XtoY and adv_YtoX had these names keeps
+    its old header when resumed."""
     with open(csv_path) as f:
-        rows = list(csv.DictReader(f))
+        rows = list(csv.reader(f))[1:]
     if len(rows) < 2:
         return
-    iterations = [int(row["iteration"]) for row in rows]
+    iterations = [int(row[0]) for row in rows]
     window = max(1, len(rows) // 20)  # the running mean's rows
     picture = Image.new("RGB", (width, panel_height * len(LOSS_PANELS)), "white")
     draw = ImageDraw.Draw(picture)
@@ -1616,7 +1618,7 @@ def draw_loss_curves(csv_path, png_path, width=640, panel_height=180):
     for panel, (title, names) in enumerate(LOSS_PANELS):
         top = panel * panel_height + 20
         bottom = (panel + 1) * panel_height - 20
-        values = {name: [float(row[name]) for row in rows] for name in names}
+        values = {name: [float(row[3 + LOSS_NAMES.index(name)]) for row in rows] for name in names}
         highest = max(max(column) for column in values.values()) or 1.0
 
         def point(index, value):
