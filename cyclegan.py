@@ -1102,8 +1102,11 @@ def choose_device(name):
 # (python cyclegan.py, a notebook) it answers as one process alone would.
 
 def process_rank():
-    """This process's number among torchrun's; 0 when alone."""
-    return dist.get_rank() if dist.is_initialized() else 0
+    """This process's number among torchrun's; 0 when alone. Outside the process group (before it
+    starts, after it ends) torchrun's RANK and WORLD_SIZE still say it."""
+    if dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", 0)) if int(os.environ.get("WORLD_SIZE", 1)) > 1 else 0
 
 
 def first_process():
@@ -2084,7 +2087,7 @@ def train_from_flags(typed):
                 model = train(args, run_folder, checkpoint, introduction, stop, device)
             except (WriteFailed, torch.OutOfMemoryError) as error:
                 raise CycleGANError(training_fault(error, args, device, run_folder)) from None
-            # What to do next, once (inside: first_process() needs the process group)
+            # What to do next, printed once
             next_steps = first_process() and not stop.stopping
             if next_steps and args.data == "demo":
                 print_demo_check(model, args.image_size, Precision(args.precision, device))

@@ -1143,6 +1143,15 @@ def torchrun(options, args, cwd, script=None, wait=True):
 
 TWO_PROCESSES = ["--standalone", "--nproc_per_node=2"]
 
+
+def test_a_process_knows_its_rank_outside_the_process_group(monkeypatch):
+    """After the group is destroyed (the demo check, the closing lines), the second process must
+    still know it is not the first, or every process prints them."""
+    monkeypatch.setenv("RANK", "1")
+    assert cyclegan.first_process()  # a RANK without torchrun's WORLD_SIZE: alone
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cyclegan.process_rank() == 1 and not cyclegan.first_process()
+
 RECORDING_DRIVER = """
 import os, sys, torch
 sys.path.insert(0, {here!r})
