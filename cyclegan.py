@@ -832,10 +832,12 @@ def number_in_file(path, key=None):
 
 def available_memory(device=torch.device("cpu")):
     """Bytes that a new allocation can have without swapping or being killed: on a CUDA GPU its
-    free memory; elsewhere the least of Linux's MemAvailable and each cgroup's limit minus its
-    usage. None where nothing tells us (not Linux): the checks below are then skipped."""
+    free memory plus what PyTorch's caching allocator holds unused (it hands that out first);
+    elsewhere the least of Linux's MemAvailable and each cgroup's limit minus its usage. None
+    where nothing tells us (not Linux): the checks below are then skipped."""
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return torch.cuda.mem_get_info(device)[0] + cached
     kilobytes = number_in_file(MEMINFO, "MemAvailable:")
     candidates = [] if kilobytes is None else [kilobytes * 1024]
     for limit_file, usage_file, stat_file, cache_key in CGROUP_MEMORY_FILES:

@@ -1011,6 +1011,11 @@ def test_available_memory_is_the_least_of_the_machine_and_its_container(tmp_path
     fake("v1.limit", "1000000000\n")
     fake("v1.usage", "700000000\n")
     assert cyclegan.available_memory() == 500_000_000
+    # A GPU (faked queries): its free memory plus the blocks PyTorch's allocator holds unused
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2_000_000_000, 16e9))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 9_000_000_000)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 1_000_000_000)
+    assert cyclegan.available_memory(torch.device("cuda")) == 10_000_000_000
     monkeypatch.setattr(cyclegan, "list_images", lambda folder: ["a.jpg"] * 1000)
     cyclegan.check_memory_for_images([str(tmp_path)], 286)  # 0.245 GB: fits in half of 0.5
     monkeypatch.setattr(cyclegan, "list_images", lambda folder: ["a.jpg"] * 1100)
