@@ -33,6 +33,7 @@ import contextlib
 import csv
 import datetime
 import difflib
+import errno
 import math
 import os
 import re
@@ -41,9 +42,7 @@ import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
-import zlib
 
 import torch
 import torch.distributed as dist
@@ -52,6 +51,11 @@ import torchvision.transforms.functional as TF
 import torchvision.utils as vutils
 from PIL import Image, ImageDraw, ImageOps
 from torch.nn.parallel import DistributedDataParallel as DDP
+
+try:
+    import fcntl  # Linux and macOS: the lock on a run folder in training
+except ImportError:  # Windows
+    fcntl = None
 
 # --- Settings ---------------------------------------------------------------------------------
 # Every number a new run starts from, as (default, what it is), with where each default comes
@@ -535,7 +539,6 @@ def train(args, run_folder, checkpoint, introduction, stop, device):
         restore_training(training, checkpoint)
     announce_run(introduction, training, data, iterations_per_epoch, last, args)
     log = ProgressLog(run_folder, training, data, test_X, test_Y)
-    first = training.iteration  # 0, or where a resumed run continues
     # One iteration after another until the schedule ends (or --max-iters). The epoch and the
     # place in it follow from the iteration alone.
     while training.iteration < last and not stop.requested(training.iteration):
@@ -549,8 +552,8 @@ def train(args, run_folder, checkpoint, introduction, stop, device):
                             training.pool_X, training.pool_Y, training.precision, args)
         training.iteration += 1
         log.add(losses)
-        # The first iteration logs too: a run shows at once that it works, and how fast.
-        if training.iteration % args.log_every == 0 or training.iteration == first + 1:
+        # A new run's first iteration logs too: it shows at once that it works, and how fast.
+        if training.iteration % args.log_every == 0 or training.iteration == 1:
             log.write(training, epoch, last)
         # A sample grid, the loss curves, and a warning if the translations stop depending on
         # their inputs (section 13).
@@ -628,13 +631,16 @@ def translate(typed):
     for image_path in inputs:  # one at a time: photos differ in size
         stem = os.path.splitext(os.path.basename(image_path))[0]
         # If that name is taken, the next free one (photo_XtoY2.png): nothing is overwritten.
-        target = first_free(os.path.join(out_folder, f"{stem}_{suffix}"), ".png")
+        target = claim_free_name(os.path.join(out_folder, f"{stem}_{suffix}"), ".png", new_file)
         try:
             # Read, scaled down, run through translate_image and carried back (section 10)
             sizes = translate_file(generator, image_path, target, size, precision, small_output)
             print(f"{image_path} -> {target} ({sizes})")
-        except CycleGANError as error:  # this photo only: the others are still translated
-            if isinstance(error, WriteFailed):  # a full disk: the next writes would fail too
+        except BaseException as error:
+            os.remove(target)  # the name it claimed, still empty
+            # A full disk: the next writes would fail too. A photo's own error: the others are
+            # still translated.
+            if isinstance(error, WriteFailed) or not isinstance(error, CycleGANError):
                 raise
             print(f"error: {error}", file=sys.stderr)
             failed += 1
@@ -766,27 +772,44 @@ class WriteFailed(CycleGANError):
     """A file could not be written (a full disk, a folder without permission)."""
 
 
-def write_file(path, write):
+def write_file(path, write, append=False):
     """Every file this program writes goes through here. write(f) fills a temporary file beside
     `path`, which is forced onto the disk (fsync), then renamed over `path` (atomic): a kill at any
-    moment leaves the old file or the new one whole. A failed write (a full disk is the usual end
-    of a long run) removes the temporary file and raises WriteFailed, with the space left."""
-    temporary = path + ".tmp"
+    moment leaves the old file or the new one whole. append=True adds to `path` itself, and a
+    failed append cuts it back to its old length. A failure of any kind (a full disk is the usual
+    end of a long run; a second Ctrl-C) leaves no temporary file; an OSError becomes WriteFailed,
+    which says what to do."""
+    target = path if append else path + ".tmp"
+    length = os.path.getsize(path) if append and os.path.exists(path) else 0
     try:
-        with open(temporary, "wb") as f:
+        with open(target, "ab" if append else "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except (OSError, RuntimeError) as error:  # torch.save wraps an OSError in a RuntimeError
+        if not append:
+            os.replace(target, path)
+    except BaseException as error:
         with contextlib.suppress(OSError):
-            os.remove(temporary)
-        folder = os.path.dirname(path) or "."
+            if append:
+                os.truncate(path, length)
+            else:
+                os.remove(target)
+        # torch.save wraps an OSError in a RuntimeError
         cause = error.__context__ if isinstance(error, RuntimeError) else error
-        reason = getattr(cause, "strerror", None) or str(error)
-        with contextlib.suppress(OSError):
-            reason += f", {shutil.disk_usage(folder).free / 1e6:.1f} MB free in {folder}/"
-        raise WriteFailed(f"cannot write {path} ({reason})") from None
+        if not isinstance(cause, OSError):
+            raise
+        raise WriteFailed(f"cannot write {path} ({write_advice(cause, path)}") from None
+
+
+def write_advice(error, path):
+    """An OSError from a write -> its reason, closing the bracket, and what to do about it."""
+    folder = os.path.dirname(path) or "."
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = shutil.disk_usage(folder).free / 1e6
+        return f"{error.strerror}, {free:.1f} MB free in {folder}/); free some space"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{error.strerror}); choose another folder with --out, or change its permissions"
+    return f"{error.strerror or error}); check that {folder}/ can be written to"
 
 
 def load_folder(folder, load_size, limit=None):
@@ -1001,13 +1024,18 @@ def save_translation(photo, alpha, small_input, translated, path, small_output):
     return sizes
 
 
-# The smallest side the generator accepts, after translate_image's padding to a multiple of 4:
-# measured, sides 1 to 9; at 4 pixels the first layer's reflection pad of 3 fails.
+# The smallest side the generator accepts. translate_image pads a side of 4 to 4, which the two
+# stride-2 convolutions bring down to 1 pixel, where instance norm has no spread to divide by
+# (PyTorch refuses it); a side of 5 is padded to 8, and 2 pixels are left (the test
+# test_a_folder_is_translated_around_the_photos_that_cannot_be translates 5x5 and refuses 4x4).
 SMALLEST_SIDE = 5
-# The memory that a generator needs to translate at a photo's own size, measured on the CPU in
-# fp32 with 9 blocks (peak resident memory above the start): 891-905 MB per megapixel with 64
-# filters, 453 with 32, 235 with 16: about 14 bytes per pixel per filter (bf16: about 10).
+# The memory that a generator needs to translate at a photo's own size, a bound on what `python
+# .ci/benchmark.py --translation-memory` measured on the CPU (peak resident memory above an 8x8
+# photo's, 9 blocks, per megapixel): fp32 154, 359 and 836 MB with 16, 32 and 64 filters (up to
+# 13.1 bytes per pixel per filter); bf16 456, 544 and 618 MB (a larger part that does not grow
+# with the filters). So: 14 bytes per pixel per filter, and at least 600 per pixel.
 TRANSLATION_BYTES_PER_PIXEL_PER_FILTER = 14
+TRANSLATION_BYTES_PER_PIXEL_AT_LEAST = 600
 
 
 def check_translatable(path, small, generator, device, size):
@@ -1017,7 +1045,9 @@ def check_translatable(path, small, generator, device, size):
         raise CycleGANError(f"{path} is {width}x{height} pixels, too small to translate: the "
                             f"generator needs at least {SMALLEST_SIDE} on each side")
     filters = generator.model[1].out_channels
-    needed = TRANSLATION_BYTES_PER_PIXEL_PER_FILTER * filters * height * width
+    per_pixel = max(TRANSLATION_BYTES_PER_PIXEL_PER_FILTER * filters,
+                    TRANSLATION_BYTES_PER_PIXEL_AT_LEAST)
+    needed = per_pixel * height * width
     check_memory(needed, f"translating {path} at {width}x{height}", smaller_translation(size),
                  device)
 
@@ -1228,22 +1258,6 @@ class DiscriminatorInDDP(nn.Module):
         return self.ddp.module(images)
 
 
-def first_report_on_this_machine(message):
-    """Whether this process should print `message`: alone, yes; under torchrun, only the first of
-    this machine's processes to report that same message (a bad flag fails in every process), so
-    that an error raised in any process is printed, once per machine. The first to report leaves
-    a marker file, named after the message and this machine's torchrun agent, which the others
-    find."""
-    if int(os.environ.get("LOCAL_WORLD_SIZE", 1)) == 1:
-        return True
-    name = f"cyclegan-error-{os.getppid()}-{zlib.crc32(message.encode()):08x}"
-    try:  # O_EXCL: creating the file fails if it exists, atomically
-        os.close(os.open(os.path.join(tempfile.gettempdir(), name), os.O_CREAT | os.O_EXCL))
-    except FileExistsError:
-        return False
-    return True
-
-
 def torchrun_command(arguments):
     """The torchrun command that started this run (read from its process, on Linux), with these
     arguments for cyclegan.py; or a generic one."""
@@ -1326,25 +1340,35 @@ def finish_training(run_folder, training, args, log, stop):
         log.sample(training, "last")
     print(log.summary(finished=not stop.stopping))
     if stop.stopping:
-        print(f"interrupted at iteration {training.iteration}, saved {run_folder}/checkpoint.pt; "
-              f"resume with:\n  {command_to_run(['--resume', '--out', run_folder])}")
+        print(interrupted_line(run_folder, training.iteration if trained else None))
+
+
+def interrupted_line(run_folder, saved_iteration=None):
+    """After Ctrl-C: what the run folder keeps (saved_iteration: the one just saved), and the
+    command that resumes it."""
+    checkpoint = os.path.join(run_folder or "", "checkpoint.pt")
+    if run_folder is None or not os.path.isfile(checkpoint):
+        return "interrupted before the first iteration: nothing was trained or saved"
+    if saved_iteration is None:
+        saved = f"interrupted; {checkpoint} keeps the last saved state"
+    else:
+        saved = f"interrupted at iteration {saved_iteration}, saved {checkpoint}"
+    return f"{saved}; resume with:\n  " + command_to_run(["--resume", "--out", run_folder])
 
 
 def training_fault(error, args, device, run_folder):
-    """A full disk or a device out of memory during training -> one line: what happened, what
-    to do, and the command that resumes from the last checkpoint. The loop saves only between
-    iterations, so an iteration that failed half-way is never saved."""
-    if isinstance(error, WriteFailed):
-        what = f"{error}; free some space"
-    else:
-        what = (f"out of memory on {device_and_memory(device)} with {args.image_size}px crops, "
+    """A full disk or a device out of memory during training -> one line: what happened and the
+    one way on. The loop saves only between iterations, so an iteration that failed half-way is
+    never saved."""
+    if isinstance(error, torch.OutOfMemoryError):  # a resume would ask for the same memory again
+        return (f"out of memory on {device_and_memory(device)} with {args.image_size}px crops, "
                 f"batch {args.batch_size}, {args.n_blocks} residual blocks, {args.ngf} filters; "
-                "start a new run with a smaller --batch-size, --image-size or --n-blocks, or use "
-                "a device with more memory")
+                "a run keeps its sizes when resumed, so start a new one with a smaller "
+                "--batch-size, --image-size or --n-blocks")
     checkpoint = os.path.join(run_folder, "checkpoint.pt")
     if not os.path.isfile(checkpoint):
-        return f"{what}; no checkpoint had been saved yet"
-    return (f"{what}; {checkpoint} keeps the last saved state, resume with: "
+        return f"{error}; no checkpoint had been saved yet"
+    return (f"{error}; {checkpoint} keeps the last saved state, resume with: "
             + command_to_run(["--resume", "--out", run_folder]))
 
 
@@ -1431,7 +1455,7 @@ class ProgressLog:
     """Progress lines, losses.csv, sample grids and the closing line. The loop adds each
     iteration's losses (a dict by name, still on the device, read only when a line is written),
     and the log notes the time. Under torchrun the logged losses are the means over the processes,
-    and the first process writes; it also makes the run folder, before anything is written."""
+    and the first process writes."""
     def __init__(self, run_folder, training, data, test_X, test_Y):
         self.run_folder = run_folder
         self.device = training.device
@@ -1442,16 +1466,25 @@ class ProgressLog:
         self.average_X = average_image(data.images_X, data.image_size)  # on the CPU
         self.average_Y = average_image(data.images_Y, data.image_size)
         self.warned = False  # the check warns once a run
+        self.cycle_history = []  # (iteration, the larger of the two cycle_error_ratios)
         self.losses = []  # one dict per iteration since the last line
         self.clock = [time.perf_counter()]  # the start, then the end of each iteration
         self.notebook = NotebookDisplay() if in_notebook() else None
         if self.device.type == "cuda":  # this run's own peak: a notebook may run several
             torch.cuda.reset_peak_memory_stats(self.device)
-        if first_process():
-            os.makedirs(f"{run_folder}/samples", exist_ok=True)
-        if first_process() and training.iteration == 0:  # a resumed run appends to losses.csv
-            header = ",".join(["iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it"]) + "\n"
-            write_file(f"{run_folder}/losses.csv", lambda f: f.write(header.encode()))
+        if first_process() and os.path.exists(f"{run_folder}/losses.csv"):
+            self.keep_rows_up_to(training.iteration)
+
+    def keep_rows_up_to(self, iteration):
+        """losses.csv keeps the rows up to `iteration`, where the run continues: a resumed run
+        logs again the iterations that a run killed before its next save had logged."""
+        path = f"{self.run_folder}/losses.csv"
+        with open(path) as f:
+            lines = f.readlines()
+        kept = [line for line in lines[1:]
+                if line.endswith("\n") and int(line.split(",")[0]) <= iteration]
+        if len(kept) < len(lines) - 1:
+            write_file(path, lambda f: f.write("".join(lines[:1] + kept).encode()))
 
     def add(self, losses):
         self.losses.append(losses)
@@ -1509,29 +1542,45 @@ class ProgressLog:
         learning_rate_now = training.opt_G.param_groups[0]["lr"]
         row = [training.iteration, epoch + 1, f"{learning_rate_now:.6g}",
                *(f"{means[name]:.5f}" for name in LOSS_NAMES), f"{seconds:.4f}"]
-        # Rewritten whole through write_file, so that a full disk leaves the file as it was
-        # (a row is ~100 bytes: 250 KB for a 250,000-iteration run logged every 100).
-        with open(f"{self.run_folder}/losses.csv", "rb") as f:
-            rows = f.read() + (",".join(map(str, row)) + "\n").encode()
-        write_file(f"{self.run_folder}/losses.csv", lambda f: f.write(rows))
+        line = ",".join(map(str, row)) + "\n"
+        path = f"{self.run_folder}/losses.csv"
+        if not os.path.exists(path):  # a new run's first row (nothing is written before it)
+            line = ",".join(["iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it"]) + "\n" + line
+        write_file(path, lambda f: f.write(line.encode()), append=True)
 
     def sample(self, training, name):
         """samples/<name>.png, losses.png redrawn from losses.csv (in a notebook both are shown,
         each in place of the last), and the check that the translations use their inputs."""
         grid_path = f"{self.run_folder}/samples/{name}.png"
+        os.makedirs(os.path.dirname(grid_path), exist_ok=True)
         rows = save_sample_grid(training.model, self.test_X.to(self.device),
                                 self.test_Y.to(self.device), training.precision, grid_path)
         curves_path = f"{self.run_folder}/losses.png"
         draw_loss_curves(f"{self.run_folder}/losses.csv", curves_path)
-        warning = inputs_ignored(rows, self.average_X, self.average_Y)
-        if warning and not self.warned:
-            self.warned = True
-            print(f"warning: at iteration {training.iteration}, {warning}; look at {grid_path} "
-                  f"and {curves_path}, and README.md, \"When it does not learn\"", flush=True)
+        self.check_cycle(training.iteration, rows, grid_path, curves_path)
         if self.notebook is not None:
             self.notebook.show("grid", self.notebook.display.Image(filename=grid_path))
             if os.path.exists(curves_path):
                 self.notebook.show("curves", self.notebook.display.Image(filename=curves_path))
+
+    def check_cycle(self, iteration, rows, grid_path, curves_path):
+        """The not-learning check (its rule: above cycle_error_ratios), once per iteration."""
+        if self.cycle_history and self.cycle_history[-1][0] == iteration:
+            return  # the last grid, of an iteration just checked
+        ratios = cycle_error_ratios(rows, self.average_X, self.average_Y)
+        self.cycle_history.append((iteration, max(ratios.values())))
+        recent = self.cycle_history[-CYCLE_WARNING_CHECKS:]
+        if self.warned or len(recent) < CYCLE_WARNING_CHECKS:
+            return
+        if all(ratio > CYCLE_WARNING_RATIO for _, ratio in recent):
+            self.warned = True
+            at = " and ".join(str(i) for i, _ in recent)
+            measured = " and ".join(f"{ratio:.2f}x" for _, ratio in recent)
+            print(f"warning: at iterations {at} the cycle brought the test images back no closer "
+                  f"than {measured} the error of their domain's average image (1.00x: the best "
+                  f"that a generator ignoring its input can do); it may still learn, but look at "
+                  f"{grid_path} and {curves_path}, and README.md, \"When it does not learn\"",
+                  flush=True)
 
     def summary(self, finished=True):
         """`done: ...` (or `stopped: ...` for an interrupted run): the iterations, the wall time
@@ -1571,31 +1620,27 @@ def average_image(images, size):
     return to_model_range(total / len(images))
 
 
-# The check's thresholds, from our measurements at every 25th iteration of 400: the demo (seeds
-# 0-7, all of which learn) never had a spread below 0.56, and where its cycle error was still
-# above 0.9 (early on) the spread was 0.63 or more; a run on flat-colour images, which instance
-# norm makes invisible to the generators (README.md, "When it does not learn"), had a spread of
-# 0.000 and a cycle error of 1.36-1.91 from the first check on.
-IGNORED_SPREAD = 0.1
-IGNORED_CYCLE = 0.9
+# The not-learning check. A generator that ignores its input, or keeps only its layout and loses
+# what the way back needs, cannot bring x back through the cycle: F(G(x)) is then no closer to x
+# than X's average image is (section 7's baseline). Outputs that vary with their input do not
+# clear it: on real photos, runs whose G(x) still followed x's layout failed this way. So at each
+# sample grid the check takes, for each direction, the cycle's error on the grid's test images as
+# a share of the average image's error on them, and warns (once a run, going on) when it is above
+# CYCLE_WARNING_RATIO at CYCLE_WARNING_CHECKS grids in a row. The thresholds and their margins,
+# on real photos and on the demo: README.md, "When it does not learn" (.ci/calibrate_warning.py).
+CYCLE_WARNING_RATIO = 0.8
+CYCLE_WARNING_CHECKS = 2
 
 
-def inputs_ignored(rows, average_X, average_Y):
-    """The sample grid's rows -> a warning, or None. A generator that ignores its input makes
-    the same picture of every x (its outputs on the grid's different test images hardly differ),
-    and so the way back cannot return x: F(G(x)) is no closer to x than X's average image is."""
-    x, fake_Y, back_X, y, fake_X, back_Y = rows
-    for name, real, fake, back, average in (("G_XtoY", x, fake_Y, back_X, average_X),
-                                            ("G_YtoX", y, fake_X, back_Y, average_Y)):
-        # How much the outputs differ from each other, as a share of how much the inputs do
-        spread = fake.std(0).mean() / real.std(0).mean()
-        # The cycle's error, as a share of the error of returning the domain's average image
-        cycle = (back - real).abs().mean() / (average.to(real.device) - real).abs().mean()
-        if spread < IGNORED_SPREAD and cycle > IGNORED_CYCLE:
-            return (f"{name}'s translations hardly depend on their input (they differ "
-                    f"{spread:.2f}x as much as the inputs do) and the cycle does not bring the "
-                    f"input back ({cycle:.2f}x the error of the average image)")
-    return None
+def cycle_error_ratios(rows, average_X, average_Y):
+    """The sample grid's rows -> {"X": mean |F(G(x)) - x| / mean |average X - x|, "Y": the same
+    for G(F(y)) and y}, over the grid's test images (one image is enough)."""
+    x, _, back_X, y, _, back_Y = rows
+    ratios = {}
+    for name, real, back, average in (("X", x, back_X, average_X), ("Y", y, back_Y, average_Y)):
+        baseline = (average.to(real.device) - real).abs().mean().clamp(min=1e-6)
+        ratios[name] = ((back - real).abs().mean() / baseline).item()
+    return ratios
 
 
 # The loss curves: one panel per kind of term, each loss smoothed (a running mean), its logged
@@ -1794,15 +1839,44 @@ def latest_run_folder(data, or_else=""):
     return os.path.dirname(max(checkpoints, key=os.path.getmtime))
 
 
-def first_free(base, extension=""):
-    """base + extension if nothing is there yet, else the first free one of base2, base3, ...
-    (with the extension): a new run folder or translation never overwrites an earlier one."""
-    path = base + extension
-    number = 2
-    while os.path.exists(path):
-        path = f"{base}{number}{extension}"
-        number += 1
-    return path
+def claim_free_name(base, extension, create):
+    """Creates base + extension, or if that is taken the first free one of base2, base3, ...
+    (with the extension), and returns its path: a new run folder or translation never overwrites
+    an earlier one. create(path) fails if the path exists (os.makedirs for a folder, new_file),
+    so two commands started together take two names."""
+    number = 1
+    while True:
+        path = base + (str(number) if number > 1 else "") + extension
+        try:
+            create(path)
+            return path
+        except FileExistsError:
+            number += 1
+
+
+def new_file(path):
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+
+
+def lock_run_folder(run_folder):
+    """Holds a lock on the run folder while this process trains in it, and refuses one that a
+    live process holds (a second command with the same --out, a --resume while the run trains).
+    The system releases the lock when the process ends, however it ends. -> the lock, to close
+    when the run ends; None where there are no such locks (Windows)."""
+    os.makedirs(run_folder, exist_ok=True)
+    if fcntl is None:
+        return None
+    lock = os.open(run_folder, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        raise CycleGANError(f"{run_folder} is in use by another process that trains in it; wait "
+                            "for it to end (or stop it), then resume") from None
+    # Now no other process writes here: a checkpoint.pt.tmp was left by a run killed while saving
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(run_folder, "checkpoint.pt.tmp"))
+    return lock
 
 
 def prepare_run(typed):
@@ -1815,8 +1889,6 @@ def prepare_run(typed):
     if typed.get("resume"):
         run_folder = typed.get("out") or latest_run_folder(data)
         checkpoint = load_checkpoint(os.path.join(run_folder, "checkpoint.pt"))
-        with contextlib.suppress(FileNotFoundError):  # left by a run killed while saving
-            os.remove(os.path.join(run_folder, "checkpoint.pt.tmp"))
         saved = {**defaults, **checkpoint["settings"]}
         for key in DEFAULT_SETTINGS:
             changes_the_model = key not in ("epochs", "decay_epochs")  # the schedule may change
@@ -1832,21 +1904,21 @@ def prepare_run(typed):
             source += (f"; schedule changed from {old_schedule[0]} + {old_schedule[1]} to "
                        f"{new_schedule[0]} + {new_schedule[1]} epochs (constant + decaying)")
     else:
-        run_folder = typed.get("out") or first_free(os.path.join("runs", run_name(data)))
+        run_folder = typed.get("out")
         checkpoint = None
-        if os.path.exists(os.path.join(run_folder, "checkpoint.pt")):
+        if run_folder and os.path.exists(os.path.join(run_folder, "checkpoint.pt")):
             raise CycleGANError(f"{run_folder}/checkpoint.pt already exists: add --resume to "
                                 "continue that run, or leave out --out for a new folder")
-        if data == "demo":
-            in_force = {**defaults, **DEMO_SETTINGS, **typed}
-            source = f"new run in {run_folder} with the demo's settings"
-        else:
-            in_force = {**defaults, **typed}
-            source = f"new run in {run_folder} with the default settings"
+        in_force = {**defaults, **(DEMO_SETTINGS if data == "demo" else {}), **typed}
         if in_force["load_size"] is None:
             in_force["load_size"] = round(in_force["image_size"] * 143 / 128)
     args = argparse.Namespace(**{key: in_force[key] for key in defaults})
     check_settings(args)
+    if checkpoint is None:  # a new run; its folder is claimed once its settings are known good
+        if run_folder is None:
+            run_folder = claim_free_name(os.path.join("runs", run_name(data)), "", os.makedirs)
+        kind = "the demo's" if data == "demo" else "the default"
+        source = f"new run in {run_folder} with {kind} settings"
     typed_flags = " ".join(flag(key) for key in typed if key in defaults)
     listed = ", ".join(f"{flag(key)[2:]} {value}" for key, value in vars(args).items())
     introduction = f"{source}; typed: {typed_flags or 'nothing'}\n  {listed}\n"
@@ -1878,10 +1950,12 @@ def check_settings(args):
 # (SIGINT) to the kernel. Both are caught here and turned into a request that the loop honours.
 
 class StopOnCtrlC:
-    """Ctrl-C (or a notebook's stop button) only asks to stop: the iteration under way finishes
-    (under torchrun, up to the next multiple of 10), the run is saved, and the command to resume
-    is printed. A second Ctrl-C stops at once."""
+    """Once the loop runs, Ctrl-C (or a notebook's stop button) only asks to stop: the iteration
+    under way finishes (under torchrun, up to the next multiple of 10), the run is saved, and the
+    command to resume is printed. Before the loop (decoding a dataset), or a second time, Ctrl-C
+    stops at once, as a KeyboardInterrupt."""
     def __enter__(self):
+        self.looping = False  # the loop has asked requested(), and will ask again
         self.asked = False  # asked here, by Ctrl-C
         self.stopping = False  # agreed: the loop ends
         self.previous_handler = None
@@ -1896,14 +1970,15 @@ class StopOnCtrlC:
         every process must stop after the same iteration, whichever was asked (torchrun passes
         a terminal's Ctrl-C to each): at every 10th iteration each process waits for the others,
         and one small all-reduce tells all of them whether any was asked."""
+        self.looping = True
         if process_count() > 1 and iteration % 10 != 0:
             return False
         self.stopping = any_process(self.asked)
         return self.stopping
 
     def on_ctrl_c(self, signum, frame):
-        """The SIGINT handler: the first asks, the second insists."""
-        if self.asked:
+        """The SIGINT handler: the first in the loop asks, the second insists."""
+        if self.asked or not self.looping:
             raise KeyboardInterrupt  # the checkpoint on disk stays whole: saves are atomic
         self.asked = True
         within = "within 10 iterations (torchrun)" if process_count() > 1 else "this iteration"
@@ -2078,13 +2153,19 @@ def train_from_flags(typed):
     stopped by Ctrl-C exits with status 130 (as shells report a program ended by SIGINT), so
     that `python cyclegan.py ... && next_step` does not go on; a notebook just returns."""
     device = start_torchrun_or_choose_device(typed.get("device", "auto"))
-    # Under torchrun only the first process prints; it also decides the run folder and reads
-    # the checkpoint, and the others take its word.
+    # Under torchrun only the first process prints; it also decides the run folder, locks it and
+    # reads the checkpoint, and the others take its word.
     output = sys.stdout if first_process() else open(os.devnull, "w")
+    run_folder = None
+    lock = None
+    model = None
+    stopped = False
     try:
         with contextlib.redirect_stdout(output), StopOnCtrlC() as stop:
             prepared = prepare_run(typed) if first_process() else None
             args, run_folder, checkpoint, introduction = from_first_process(prepared)
+            if first_process():
+                lock = lock_run_folder(run_folder)
             try:
                 model = train(args, run_folder, checkpoint, introduction, stop, device)
             except (WriteFailed, torch.OutOfMemoryError) as error:
@@ -2098,10 +2179,23 @@ def train_from_flags(typed):
                 print("translate photos with this model:\n  " + command_to_run(
                     ["--translate", "PHOTO_OR_FOLDER", "--checkpoint",
                      f"{run_folder}/checkpoint.pt"], one_process=True))
+            stopped = stop.stopping
+    except KeyboardInterrupt:  # Ctrl-C before the loop, or a second one: stopped at once
+        stopped = True
+        if first_process():
+            print(f"\n{interrupted_line(run_folder)}")
     finally:
+        if lock is not None:
+            os.close(lock)  # releases it
+        if run_folder is not None and first_process():
+            # A new run stopped before it wrote anything leaves no folder
+            with contextlib.suppress(OSError):
+                os.rmdir(run_folder)
+                if os.path.dirname(run_folder) == "runs":
+                    os.rmdir("runs")
         if dist.is_initialized():  # under torchrun: leave the other processes
             dist.destroy_process_group()
-    if stop.stopping and not in_notebook():
+    if stopped and not in_notebook():
         raise SystemExit(130)
     return model
 
@@ -2126,8 +2220,9 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
         return train_from_flags(typed)
     except CycleGANError as error:  # the user's to fix: one line, no traceback
-        if first_report_on_this_machine(str(error)):
-            print(f"error: {error}", file=sys.stderr)
+        # Under torchrun each process prints its own, numbered (a bad flag fails in all of them)
+        number = f"(process {process_rank()}) " if "TORCHELASTIC_RUN_ID" in os.environ else ""
+        print(f"error: {number}{error}", file=sys.stderr)
         if not in_notebook():
             raise SystemExit(1) from None
     except SystemExit:  # after --help; a notebook must not be told to exit

@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -635,48 +636,65 @@ def test_the_demo_check_fails_a_generator_that_ignores_its_input():
     assert not demo_check_passes(errors), errors
 
 
-def flat_colours(root, count):
-    """A dataset that CycleGAN cannot learn: every image one flat colour (light in X, dark in Y),
-    which instance norm hides from the generators."""
+def tinted_textures(root, count):
+    """A dataset that fails as real photos did: each image a random texture on a colour of its
+    own (light in X, dark in Y). Instance norm hides each image's colour from the generators
+    (the next test), so the way back cannot restore it, though the outputs follow the texture.
+    One test image per domain."""
     random = torch.Generator().manual_seed(1)
     for folder, images, lightness in (("trainA", count, 128), ("trainB", count, 0),
-                                      ("testA", 4, 128), ("testB", 4, 0)):
+                                      ("testA", 1, 128), ("testB", 1, 0)):
         os.makedirs(os.path.join(root, folder))
         for number in range(images):
-            colour = torch.rand(3, generator=random) * 127 + lightness
-            Image.new("RGB", (40, 40), tuple(colour.int().tolist())).save(
-                os.path.join(root, folder, f"{number}.png"))
+            colour = torch.rand(3, 1, 1, generator=random) * 100 + lightness + 14
+            texture = (torch.rand(1, 40, 40, generator=random) - 0.5) * 50
+            pixels = (colour + texture).to(torch.uint8).permute(1, 2, 0).numpy()
+            Image.fromarray(pixels).save(os.path.join(root, folder, f"{number}.png"))
 
 
-def test_instance_norm_hides_a_global_colour_cast_from_the_generator():
-    """The first convolution's instance norm removes each channel's mean, and with it any
-    constant added to the input: the generator cannot see an image's overall colour (README.md,
-    "When it does not learn")."""
+def test_instance_norm_hides_a_constant_per_channel_and_a_common_gain_not_a_gain_per_channel():
+    """The first convolution's instance norm removes each of its channels' mean and scale: a
+    constant added to each input channel, and one gain on all three, change nothing the generator
+    computes (README.md, "When it does not learn"); a gain of its own for each input channel
+    changes how the convolution mixes them, and so the output."""
     torch.manual_seed(0)
     generator = cyclegan.Generator(8, 2)
     image = torch.rand(1, 3, 32, 32) * 1.6 - 0.8
     with torch.no_grad():
+        plain = generator(image)
         shifted = generator(image + torch.tensor([0.2, -0.1, 0.15]).view(1, 3, 1, 1))
-        assert (shifted - generator(image)).abs().max() < 1e-5
-        assert (generator(image.flip(-1)) - generator(image)).abs().max() > 1e-2  # it sees shape
+        scaled = generator(image * 0.6)
+        tinted = generator(image * torch.tensor([1.2, 1.0, 0.7]).view(1, 3, 1, 1))
+    assert (shifted - plain).abs().max() < 1e-5
+    assert (scaled - plain).abs().max() < 1e-4  # up to the norm's epsilon
+    assert (tinted - plain).abs().max() > 1e-2
 
 
 def test_a_run_that_cannot_learn_is_warned_about_and_goes_on(run_dir, capsys):
-    """Flat colours: from the first check (iteration 5 of 40) G's outputs do not differ at all
-    between inputs, and the cycle cannot bring x back: one warning line, naming what to look at;
-    the run goes on to the end."""
-    flat_colours("flat", 20)
-    printed = run_main([*TINY, "--data", "flat", "--epochs", "1", "--decay-epochs", "1",
-                        "--sample-every", "5", "--log-every", "5"], capsys).out
+    """Tinted textures, one test image: at the first two checks (iterations 5 and 10 of 40) the
+    cycle brings the test images back no closer than their domain's average image: one warning
+    line with what it measured and what to look at; the run goes on to the end. G(x) still
+    follows x (its outputs differ half as much as the inputs do, or more), so only the cycle
+    shows the failure."""
+    tinted_textures("tinted", 20)
+    model = cyclegan.main([*TINY, "--data", "tinted", "--epochs", "1", "--decay-epochs", "1",
+                           "--sample-every", "5", "--log-every", "5"])
+    printed = capsys.readouterr().out
     warnings = [line for line in printed.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1, printed
     assert re.fullmatch(
-        r"warning: at iteration 5, G_XtoY's translations hardly depend on their input \(they "
-        r"differ 0\.00x as much as the inputs do\) and the cycle does not bring the input back "
-        r"\(\d\.\d\dx the error of the average image\); look at runs/flat/samples/"
-        r"iter_0000005.png and runs/flat/losses.png, and README.md, \"When it does not learn\"",
-        warnings[0]), warnings[0]
+        r"warning: at iterations 5 and 10 the cycle brought the test images back no closer than "
+        r"\d\.\d\dx and \d\.\d\dx the error of their domain's average image \(1\.00x: the best "
+        r"that a generator ignoring its input can do\); it may still learn, but look at "
+        r"runs/tinted/samples/iter_0000010.png and runs/tinted/losses.png, and README.md, \"When "
+        r"it does not learn\"", warnings[0]), warnings[0]
     assert "done: 40 iterations" in printed
+    x = cyclegan.to_model_range(TF.center_crop(cyclegan.load_folder("tinted/trainA", 36), 32))
+    with torch.no_grad():
+        fake_Y = model.G_XtoY(x)
+        back_X = model.G_YtoX(fake_Y)
+    assert fake_Y.std(0).mean() > 0.5 * x.std(0).mean()
+    assert (back_X - x).abs().mean() > (x.mean(0) - x).abs().mean()
 
 
 def test_the_loss_curves_are_drawn_beside_losses_csv(run_dir, capsys):
@@ -701,6 +719,35 @@ def test_the_loss_curves_are_drawn_beside_losses_csv(run_dir, capsys):
     open("runs/data/losses.csv", "w").write(table.replace("adv_XtoY,adv_YtoX", "G_XtoY,G_YtoX"))
     run_main(["--data", "data", "--resume", "--max-iters", "40"], capsys)
     assert open("runs/data/losses.png", "rb").read() != before  # redrawn, 10 rows longer
+
+
+def test_losses_csv_holds_each_iteration_once_after_a_kill_and_a_resume(run_dir, capsys,
+                                                                        monkeypatch):
+    """Rows every 2 iterations, a checkpoint every 4. A run killed after iteration 7 (faked: it
+    ends without its closing save) has logged rows 1, 2, 4 and 6 and saved iteration 4; resumed
+    to 8, it repeats iterations 5-8 and logs rows 6 and 8 again, each of 2 iterations: each
+    iteration once in the file, which each row is appended to (the file stays the same one)."""
+    common = [*TINY, "--log-every", "2", "--checkpoint-every", "4"]
+    real_finish = cyclegan.finish_training
+    monkeypatch.setattr(cyclegan, "finish_training", lambda *args: None)
+    run_main([*common, "--max-iters", "7"], capsys)
+    monkeypatch.setattr(cyclegan, "finish_training", real_finish)
+
+    def logged():
+        with open("runs/data/losses.csv") as f:
+            return [int(line.split(",")[0]) for line in f.read().splitlines()[1:]]
+    assert logged() == [1, 2, 4, 6]
+    assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 4
+    files = []  # the file that each row went into
+    real_write = cyclegan.ProgressLog.write
+
+    def write(log, *args):
+        real_write(log, *args)
+        files.append(os.stat("runs/data/losses.csv").st_ino)
+    monkeypatch.setattr(cyclegan.ProgressLog, "write", write)
+    run_main(["--data", "data", "--resume", "--max-iters", "10"], capsys)
+    assert logged() == [1, 2, 4, 6, 8, 10]
+    assert len(files) == 3 and len(set(files)) == 1
 
 
 def test_the_sample_grids_show_test_images_spread_over_the_test_set(run_dir, capsys,
@@ -832,7 +879,7 @@ def test_a_folder_is_translated_around_the_photos_that_cannot_be(run_dir, capsys
     error = fails_with(["--data", "data", "--translate", "photos/five.png", "photos/good.jpg"],
                        capsys)
     assert re.fullmatch(r"error: cannot write translated/good_XtoY2.png \(No space left on "
-                        r"device, [\d.]+ MB free in translated/\)\n", error), error
+                        r"device, [\d.]+ MB free in translated/\); free some space\n", error), error
     after = files_below("translated")
     assert sorted(after) == ["translated/clear_XtoY.png", "translated/clear_XtoY2.png",
                              "translated/five_XtoY.png", "translated/five_XtoY2.png",
@@ -841,16 +888,16 @@ def test_a_folder_is_translated_around_the_photos_that_cannot_be(run_dir, capsys
 
 
 def test_translating_at_full_size_is_refused_when_memory_is_short(run_dir, capsys, monkeypatch):
-    """The generator's memory at a photo's own size is estimated (14 bytes per pixel per filter,
-    measured) before it runs: 600 x 500 with 4 filters needs 16.8 MB."""
+    """The generator's memory at a photo's own size is estimated before it runs (14 bytes per
+    pixel per filter, at least 600 per pixel: measured): 600 x 500 with 4 filters needs 180 MB."""
     run_main([*TINY, "--max-iters", "1"], capsys)
     write_image("photos/wide.png", size=(600, 500))
-    monkeypatch.setattr(cyclegan, "available_memory", lambda device: 1e7)
+    monkeypatch.setattr(cyclegan, "available_memory", lambda device: 1e8)
     error = fails_with(["--data", "data", "--translate", "photos", "--translate-size",
                         "original"], capsys)
     assert error.splitlines()[0] == (
-        "error: translating photos/wide.png at 600x500: about 0.0168 GB of memory needed, more "
-        "than the 0.01 GB available on cpu; drop --translate-size original, to translate it "
+        "error: translating photos/wide.png at 600x500: about 0.18 GB of memory needed, more "
+        "than the 0.1 GB available on cpu; drop --translate-size original, to translate it "
         "scaled down")
     assert not os.listdir("translated")
     run_main(["--data", "data", "--translate", "photos"], capsys)  # at 43 x 36: fits
@@ -1310,13 +1357,19 @@ def test_a_run_resumed_with_another_number_of_processes_deals_pools_afresh(run_d
 
 
 @slow
-def test_a_bad_flag_under_torchrun_is_one_error_line(run_dir):
+def test_an_error_under_torchrun_is_one_numbered_line_per_process(run_dir):
+    """A bad flag fails in both processes: each prints its error line with its number, and
+    nothing is left in the temporary folder."""
+    temporary = set(os.listdir(tempfile.gettempdir()))
     result = torchrun(TWO_PROCESSES, ["--data", "demo", "--image_size", "64"], run_dir)
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: unrecognized arguments: --image_size 64 (did you mean "
-                      "--image-size?); see torchrun --standalone --nproc_per_node=2 "
-                      f"{os.path.join(HERE, 'cyclegan.py')} --help"]
+    assert sorted(errors) == [f"error: (process {number}) unrecognized arguments: --image_size "
+                              "64 (did you mean --image-size?); see torchrun --standalone "
+                              f"--nproc_per_node=2 {os.path.join(HERE, 'cyclegan.py')} --help"
+                              for number in (0, 1)]
+    assert not [name for name in set(os.listdir(tempfile.gettempdir())) - temporary
+                if name.startswith("cyclegan")]
     assert "Traceback (most recent call last):\n  File \"" + os.path.join(HERE, "cyclegan.py") \
         not in result.stderr  # no traceback of ours
     assert not os.path.exists(run_dir / "runs")
@@ -1325,7 +1378,7 @@ def test_a_bad_flag_under_torchrun_is_one_error_line(run_dir):
     result = torchrun(TWO_PROCESSES, TINY, run_dir, script=str(run_dir / "driver.py"))
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: no dataset here (process 1)"]
+    assert errors == ["error: (process 1) no dataset here"]
 
 
 ONLY_THE_SECOND_FAILS = """
@@ -1333,7 +1386,7 @@ import os, sys
 sys.path.insert(0, {here!r})
 import cyclegan
 def refuse(args):
-    raise cyclegan.CycleGANError("no dataset here (process 1)")
+    raise cyclegan.CycleGANError("no dataset here")
 if os.environ["RANK"] == "1":
     cyclegan.load_dataset = refuse
 cyclegan.main(sys.argv[1:])
@@ -1408,8 +1461,6 @@ def test_resume_continues_exactly(run_dir, capsys):
         assert cyclegan.load_checkpoint(f"{out}/checkpoint.pt")["iteration"] == stop
         printed = run_main(["--out", out, "--max-iters", "7", "--resume"], capsys).out
         assert f"resumed at iteration {stop}" in printed
-        # a resumed run prints progress at its first iteration, as a new one does
-        assert f" it {stop + 1}/7 " in printed
         resumed = cyclegan.load_checkpoint(f"{out}/checkpoint.pt")
         for key in ("model", "optimizer_G", "optimizer_D", "scaler", "processes", "iteration"):
             assert tensors_equal(straight[key], resumed[key]), (stop, key)
@@ -1577,6 +1628,8 @@ def fill_the_disk_at(name, monkeypatch, room=100):
         file = open(path, mode, *args, **kwargs)
         if "w" in mode and os.path.basename(path) == name + ".tmp":
             return FullDisk(file, room)
+        if "a" in mode and os.path.basename(path) == name:  # a row appended: part of it lands
+            return FullDisk(file, 10)
         return file
     monkeypatch.setattr(cyclegan, "open", opener, raising=False)
 
@@ -1618,6 +1671,36 @@ def test_a_write_that_fails_leaves_no_partial_file_and_says_how_to_resume(run_di
     assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 4
 
 
+@pytest.mark.parametrize("append", [False, True])
+def test_a_write_that_fails_in_any_way_leaves_the_file_as_it_was(tmp_path, append):
+    """write_file (whole, or appending a row) ended by a full disk or a folder without permission
+    (each told what to do about it), or by a second Ctrl-C (passed on): the old contents stay,
+    and no temporary file is left."""
+    path = str(tmp_path / "losses.csv")
+    open(path, "wb").write(b"old\n")
+
+    def failing_with(error):
+        def write(f):
+            f.write(b"new, half")
+            raise error
+        return write
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with pytest.raises(cyclegan.WriteFailed, match=r"cannot write .*/losses.csv \(No space left on "
+                                                   r"device, [\d.]+ MB free in .*/\); free some "
+                                                   r"space$"):
+        cyclegan.write_file(path, failing_with(full), append)
+    denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    with pytest.raises(cyclegan.WriteFailed, match=r"\(Permission denied\); choose another "
+                                                   r"folder with --out, or change its "
+                                                   r"permissions$"):
+        cyclegan.write_file(path, failing_with(denied), append)
+    with pytest.raises(KeyboardInterrupt):
+        cyclegan.write_file(path, failing_with(KeyboardInterrupt()), append)
+    assert os.listdir(tmp_path) == ["losses.csv"] and open(path, "rb").read() == b"old\n"
+    cyclegan.write_file(path, lambda f: f.write(b"new\n"), append)
+    assert open(path, "rb").read() == (b"old\nnew\n" if append else b"new\n")
+
+
 @slow
 def test_a_real_full_disk_ends_in_one_line_and_keeps_the_last_checkpoint(run_dir):
     """A 1 MB filesystem (tmpfs, mounted in a private mount namespace: root on Linux) has room
@@ -1653,9 +1736,8 @@ def test_out_of_memory_half_way_through_an_iteration_saves_nothing(run_dir, caps
     error = fails_with(["--data", "data", "--resume", "--max-iters", "4"], capsys)
     assert re.fullmatch(
         r"error: out of memory on cpu \([\d.]+ GB\) with 32px crops, batch 1, 1 residual "
-        r"blocks, 4 filters; start a new run with a smaller --batch-size, --image-size or "
-        r"--n-blocks, or use a device with more memory; runs/data/checkpoint.pt keeps the last "
-        r"saved state, resume with: python cyclegan.py --resume --out runs/data\n", error), error
+        r"blocks, 4 filters; a run keeps its sizes when resumed, so start a new one with a "
+        r"smaller --batch-size, --image-size or --n-blocks\n", error), error
     after = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
     assert after["iteration"] == 2 and tensors_equal(after["model"], before["model"])
     monkeypatch.setattr(torch.cuda, "get_device_properties",
@@ -1774,6 +1856,35 @@ def test_new_runs_take_the_next_free_folder_and_resume_takes_the_newest(run_dir,
     assert "translating with runs/data/checkpoint.pt:" in printed
 
 
+def test_two_runs_started_together_take_two_folders(run_dir):
+    """The second command decides its folder before the first has written anything: each
+    folder is claimed as its name is chosen, so the second takes runs/data2."""
+    typed = vars(cyclegan.build_arg_parser().parse_args(TINY))
+    first = cyclegan.prepare_run(typed)[1]
+    second = cyclegan.prepare_run(typed)[1]
+    assert (first, second) == ("runs/data", "runs/data2")
+
+
+@slow
+def test_a_run_folder_in_training_is_refused_to_another_process_until_it_ends(run_dir, capsys):
+    """A --resume while the run trains (here: a resumed run) is refused in one line; once the
+    training process is killed, the system has released its lock and the run resumes."""
+    run_main([*TINY, "--max-iters", "2"], capsys)
+    process = subprocess.Popen([sys.executable, os.path.join(HERE, "cyclegan.py"), "--data",
+                                "data", "--resume", "--log-every", "1", "--max-iters", "800"],
+                               cwd=run_dir, stdout=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if " it 4/800 " in line:
+            break
+    error = fails_with(["--data", "data", "--resume", "--max-iters", "3"], capsys)
+    assert error == ("error: runs/data is in use by another process that trains in it; wait for "
+                     "it to end (or stop it), then resume\n")
+    process.kill()
+    process.wait(timeout=60)
+    run_main(["--data", "data", "--resume", "--max-iters", "3"], capsys)
+    assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 3
+
+
 def test_the_demo_is_the_default_of_data_demo(run_dir, capsys):
     printed = run_main(["--data", "demo", "--max-iters", "2", "--epochs", "3"], capsys).out
     lines = printed.splitlines()
@@ -1846,6 +1957,39 @@ def test_ctrl_c_saves_and_the_printed_command_resumes(run_dir):
     assert cyclegan.load_checkpoint(str(run_dir / "runs/data/checkpoint.pt"))["iteration"] == 200
 
 
+SLOW_DECODING = """
+import sys, time
+sys.path.insert(0, {here!r})
+import cyclegan
+real_load_image = cyclegan.load_image
+def slow_load_image(*args, **kwargs):
+    print("decoding an image", flush=True)
+    time.sleep(0.5)
+    return real_load_image(*args, **kwargs)
+cyclegan.load_image = slow_load_image
+cyclegan.main(sys.argv[1:])
+"""
+
+
+@slow
+def test_ctrl_c_while_decoding_stops_at_once_and_leaves_no_run_folder(run_dir):
+    """11 images to decode, each slowed down; Ctrl-C at the first: no other is decoded, one line
+    says that nothing was trained or saved, the exit status is 130, and runs/ is not there."""
+    process = subprocess.Popen([sys.executable, "-c", SLOW_DECODING.format(here=HERE), *TINY],
+                               cwd=run_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    for line in process.stdout:
+        if line == "decoding an image\n":
+            process.send_signal(signal.SIGINT)
+            break
+    rest = process.stdout.read()
+    assert process.wait(timeout=60) == 130, rest
+    assert "decoding an image" not in rest and "Traceback" not in rest
+    assert rest.endswith("\ninterrupted before the first iteration: nothing was trained or "
+                         "saved\n"), rest
+    assert not os.path.exists(run_dir / "runs")
+
+
 # --- 17. The demo's landscapes ----------------------------------------------------------------
 
 def test_demo_draws_the_same_scene_in_both_seasons():
@@ -1906,8 +2050,8 @@ def test_flags_that_do_not_apply_are_refused(run_dir, capsys, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
     error = fails_with(["--translate", "photo.jpg"], capsys)
-    assert error == ("error: --translate runs in one process; start it with python cyclegan.py, "
-                     "not torchrun\n")
+    assert error == ("error: (process 0) --translate runs in one process; start it with python "
+                     "cyclegan.py, not torchrun\n")
     assert cyclegan.command_to_run(["--translate", "a"], one_process=True) == (
         "python cyclegan.py --translate a")
     assert not os.path.exists("translated") and not os.path.exists("runs")

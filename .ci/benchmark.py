@@ -4,6 +4,7 @@
     python .ci/benchmark.py --device cuda                        # a GPU: see below
     python .ci/benchmark.py --compare-processes [--image-size 64]   # torchrun on 2 CPU cores
     python .ci/benchmark.py --translate-12mp                     # one 4000x3000 photo
+    python .ci/benchmark.py --translation-memory                 # bytes per pixel per filter
 
 CPU: for fp32 and auto it runs the real command line on a folder of generated images, reads the
 recent wall time per iteration from its last progress line and the process's peak RAM (resident
@@ -21,6 +22,12 @@ blocks, random weights; the authors' files learned at 256px) three ways: the def
 at 256x341, carried back to 4000x3000), --small-output (the same, written at 256x341: the
 photo's decoding and the network, without the carrying back), and --translate-size original (the
 generator at 4000x3000); each command's wall time and peak RAM (resident set, from the kernel).
+
+--translation-memory: the memory that translating at a photo's own size takes, which
+cyclegan.py's TRANSLATION_BYTES_PER_PIXEL_PER_FILTER estimates: a 1000x1000 photo translated with
+--translate-size original by generator files of 16, 32 and 64 filters (9 blocks), in fp32 and
+bf16; each command's peak RAM (resident set, from the kernel) less that of the same command on a
+8x8 photo, per pixel and filter.
 
 --compare-processes: the same global batch of 2 images, trained as 1 process of 2 threads at
 --batch-size 2 and as 2 torchrun processes of 1 thread at batch 1; prints images per second.
@@ -58,6 +65,9 @@ per iteration, which is what the progress lines give now; these shared machines 
 - --translate-12mp on an AVX512-BF16 machine (auto = bf16): the default 7.1 s, peak RAM 1.18 GB;
   --small-output 2.9 s, 1.18 GB (so carrying the translation back to 4000x3000 cost 4.2 s and
   no measurable memory); --translate-size original 100.0 s, 8.63 GB.
+- --translation-memory on an AVX512-BF16 machine (MB above the 8x8 photo's peak, for 1
+  megapixel): fp32 154 / 359 / 836 with 16 / 32 / 64 filters (9.6 / 11.2 / 13.1 bytes per pixel
+  per filter); bf16 456 / 544 / 618 (28.5 / 17.0 / 9.7).
 - One NVIDIA H200 (capability 9.0, driver 580.159.04, torch 2.11.0+cu130, 16 CPU threads),
   `python .ci/benchmark.py --device cuda --iters 30`, 2026-12-04 (s/it; peak GPU memory from the
   `done:` line):
@@ -192,6 +202,30 @@ def translate_12mp(folder):
               flush=True)
 
 
+def translation_memory(folder):
+    from PIL import Image
+    for side in (8, 1000):
+        pixels = (torch.rand(side, side, 3) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(os.path.join(folder, f"photo{side}.png"))
+    for filters in (16, 32, 64):
+        torch.save(cyclegan.Generator(filters, 9).state_dict(), os.path.join(folder, "g.pth"))
+        for precision in ("fp32", "bf16"):
+            peaks = []
+            for side in (8, 1000):
+                command = [sys.executable, SCRIPT, "--translate", f"photo{side}.png",
+                           "--checkpoint", "g.pth", "--out", f"out_{filters}_{precision}",
+                           "--translate-size", "original", "--precision", precision,
+                           "--device", "cpu"]
+                process = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL)
+                _, status, usage = os.wait4(process.pid, 0)
+                assert os.waitstatus_to_exitcode(status) == 0, f"{command} failed"
+                peaks.append(usage.ru_maxrss * 1000)  # Linux counts it in KB
+            per = (peaks[1] - peaks[0]) / (1000 * 1000 * filters)
+            print(f"{filters} filters, {precision}: {(peaks[1] - peaks[0]) / 1e6:.0f} MB above "
+                  f"the 8x8 photo's peak for 1 megapixel: {per:.1f} bytes per pixel per filter",
+                  flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--iters", type=int, default=30)
@@ -199,10 +233,14 @@ def main():
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--compare-processes", action="store_true")
     parser.add_argument("--translate-12mp", action="store_true")
+    parser.add_argument("--translation-memory", action="store_true")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         if options.translate_12mp:
             translate_12mp(folder)
+            return
+        if options.translation_memory:
+            translation_memory(folder)
             return
         make_dataset(os.path.join(folder, "data"), n_x=20, n_y=20, n_test=4)
         if options.compare_processes:
