@@ -111,8 +111,8 @@ def tensors_equal(a, b):
 
 def tiny_args(*flags):
     """The settings that train() gets from the command line TINY + flags (nothing is written)."""
-    typed = vars(cyclegan.build_arg_parser().parse_args([*TINY, *flags]))
-    return cyclegan.prepare_run(typed)[0]
+    typed = vars(cyclegan.build_arg_parser().parse_args([*TINY, "--out", "unused", *flags]))
+    return cyclegan.prepare_run(typed)[0]  # with --out, a new run's folder is not made here
 
 
 def bare_log(folder, device):
@@ -610,7 +610,7 @@ def full_size_errors(generator, photos, truths, size=36):
 def demo_check_passes(errors):
     """Both directions below 0.7 x the error of the target season's average image. Input-blind
     generators score 1x or more (the average is the best input-blind answer); our trained demo
-    runs scored 0.31x-0.57x over seeds 0-3, in fp32 and in bf16."""
+    runs scored 0.31x-0.57x over seeds 0-3 in bf16 (python .ci/ablation.py)."""
     return (errors["XtoY"] < 0.7 * errors["average_XtoY"]
             and errors["YtoX"] < 0.7 * errors["average_YtoX"])
 
@@ -1720,7 +1720,7 @@ def test_a_real_full_disk_ends_in_one_line_and_keeps_the_last_checkpoint(run_dir
         r"error: cannot write disk/run/checkpoint.pt \(No space left on device, 0\.\d MB free "
         r"in disk/run/\); free some space; disk/run/checkpoint.pt keeps the last saved state, "
         r"resume with: python cyclegan.py --resume --out disk/run\n", result.stderr)
-    assert sorted(os.listdir("left")) == ["checkpoint.pt", "losses.csv", "samples"]
+    assert sorted(os.listdir("left")) == ["checkpoint.pt", "losses.csv"]  # no grid before 6
     assert cyclegan.load_checkpoint("left/checkpoint.pt")["iteration"] == 2  # whole
 
 
