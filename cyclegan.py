@@ -637,7 +637,8 @@ def translate(typed):
             sizes = translate_file(generator, image_path, target, size, precision, small_output)
             print(f"{image_path} -> {target} ({sizes})")
         except BaseException as error:
-            os.remove(target)  # the name it claimed, still empty
+            if os.path.getsize(target) == 0:  # the name it claimed, not yet written
+                os.remove(target)
             # A full disk: the next writes would fail too. A photo's own error: the others are
             # still translated.
             if isinstance(error, WriteFailed) or not isinstance(error, CycleGANError):
@@ -798,18 +799,19 @@ def write_file(path, write, append=False):
         cause = error.__context__ if isinstance(error, RuntimeError) else error
         if not isinstance(cause, OSError):
             raise
-        raise WriteFailed(f"cannot write {path} ({write_advice(cause, path)}") from None
+        reason, advice = write_advice(cause, path)
+        raise WriteFailed(f"cannot write {path} ({reason}); {advice}") from None
 
 
 def write_advice(error, path):
-    """An OSError from a write -> its reason, closing the bracket, and what to do about it."""
+    """An OSError from a write -> (its reason, what to do about it)."""
     folder = os.path.dirname(path) or "."
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         free = shutil.disk_usage(folder).free / 1e6
-        return f"{error.strerror}, {free:.1f} MB free in {folder}/); free some space"
+        return f"{error.strerror}, {free:.1f} MB free in {folder}/", "free some space"
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"{error.strerror}); choose another folder with --out, or change its permissions"
-    return f"{error.strerror or error}); check that {folder}/ can be written to"
+        return error.strerror, "choose another folder with --out, or change its permissions"
+    return error.strerror or str(error), f"check that {folder}/ can be written to"
 
 
 def load_folder(folder, load_size, limit=None):
@@ -1345,9 +1347,9 @@ def finish_training(run_folder, training, args, log, stop):
 def interrupted_line(run_folder, saved_iteration=None):
     """After Ctrl-C: what the run folder keeps (saved_iteration: the one just saved), and the
     command that resumes it."""
-    checkpoint = os.path.join(run_folder or "", "checkpoint.pt")
-    if run_folder is None or not os.path.isfile(checkpoint):
+    if run_folder is None or not os.path.isfile(os.path.join(run_folder, "checkpoint.pt")):
         return "interrupted before the first iteration: nothing was trained or saved"
+    checkpoint = os.path.join(run_folder, "checkpoint.pt")
     if saved_iteration is None:
         saved = f"interrupted; {checkpoint} keeps the last saved state"
     else:
@@ -1563,7 +1565,8 @@ class ProgressLog:
                 self.notebook.show("curves", self.notebook.display.Image(filename=curves_path))
 
     def check_cycle(self, iteration, rows, grid_path, curves_path):
-        """The not-learning check (its rule: above cycle_error_ratios), once per iteration."""
+        """The not-learning check, once per iteration (the rule: the comment above
+        cycle_error_ratios)."""
         just_checked = self.cycle_history and self.cycle_history[-1][0] == iteration
         if iteration < CYCLE_WARNING_FROM or just_checked:
             return  # too early to tell; or the last grid, of an iteration just checked
@@ -2159,6 +2162,7 @@ def train_from_flags(typed):
     # reads the checkpoint, and the others take its word.
     output = sys.stdout if first_process() else open(os.devnull, "w")
     run_folder = None
+    owned = None  # the run folder that this process locked
     lock = None
     model = None
     stopped = False
@@ -2168,6 +2172,7 @@ def train_from_flags(typed):
             args, run_folder, checkpoint, introduction = from_first_process(prepared)
             if first_process():
                 lock = lock_run_folder(run_folder)
+                owned = run_folder
             try:
                 model = train(args, run_folder, checkpoint, introduction, stop, device)
             except (WriteFailed, torch.OutOfMemoryError) as error:
@@ -2187,14 +2192,15 @@ def train_from_flags(typed):
         if first_process():
             print(f"\n{interrupted_line(run_folder)}")
     finally:
+        if owned is not None:
+            # A new run stopped before it wrote anything leaves no folder (removed while this
+            # process still holds its lock; os.rmdir removes only an empty folder)
+            with contextlib.suppress(OSError):
+                os.rmdir(owned)
+                if os.path.dirname(owned) == "runs":
+                    os.rmdir("runs")
         if lock is not None:
             os.close(lock)  # releases it
-        if run_folder is not None and first_process():
-            # A new run stopped before it wrote anything leaves no folder
-            with contextlib.suppress(OSError):
-                os.rmdir(run_folder)
-                if os.path.dirname(run_folder) == "runs":
-                    os.rmdir("runs")
         if dist.is_initialized():  # under torchrun: leave the other processes
             dist.destroy_process_group()
     if stopped and not in_notebook():

@@ -1857,13 +1857,21 @@ def test_new_runs_take_the_next_free_folder_and_resume_takes_the_newest(run_dir,
     assert "translating with runs/data/checkpoint.pt:" in printed
 
 
-def test_two_runs_started_together_take_two_folders(run_dir):
+def test_two_runs_started_together_take_two_folders(run_dir, capsys):
     """The second command decides its folder before the first has written anything: each
-    folder is claimed as its name is chosen, so the second takes runs/data2."""
+    folder is claimed as its name is chosen, so the second takes runs/data2. With the same --out,
+    the second is refused while the first holds the folder (still empty: it decodes its data),
+    and leaves the first's folder where it is."""
     typed = vars(cyclegan.build_arg_parser().parse_args(TINY))
     first = cyclegan.prepare_run(typed)[1]
     second = cyclegan.prepare_run(typed)[1]
     assert (first, second) == ("runs/data", "runs/data2")
+    lock = cyclegan.lock_run_folder("runs/new")  # as the first run holds it (flock: per open)
+    error = fails_with([*TINY, "--out", "runs/new"], capsys)
+    assert error == ("error: runs/new is in use by another process that trains in it; wait for "
+                     "it to end (or stop it), then resume\n")
+    assert os.path.isdir("runs/new")
+    os.close(lock)
 
 
 @slow
