@@ -1878,6 +1878,10 @@ def lock_run_folder(run_folder):
         os.close(lock)
         raise CycleGANError(f"{run_folder} is in use by another process that trains in it; wait "
                             "for it to end (or stop it), then resume") from None
+    except OSError:  # a filesystem without locks (some network mounts): the run goes unlocked
+        os.close(lock)
+        print(f"note: {run_folder} cannot be locked on its filesystem; start no second run in it")
+        return None
     # Now no other process writes here: a checkpoint.pt.tmp was left by a run killed while saving
     with contextlib.suppress(FileNotFoundError):
         os.remove(os.path.join(run_folder, "checkpoint.pt.tmp"))

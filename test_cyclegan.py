@@ -1874,6 +1874,18 @@ def test_two_runs_started_together_take_two_folders(run_dir, capsys):
     os.close(lock)
 
 
+def test_a_filesystem_without_locks_trains_unlocked(run_dir, capsys, monkeypatch):
+    """Some network mounts (a notebook's cloud drive, say) refuse flock: the run says so once
+    and trains."""
+    def no_locks(descriptor, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+    monkeypatch.setattr(cyclegan.fcntl, "flock", no_locks)
+    printed = run_main([*TINY, "--max-iters", "1"], capsys).out
+    assert ("note: runs/data cannot be locked on its filesystem; start no second run in it\n"
+            in printed)
+    assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 1
+
+
 @slow
 def test_a_run_folder_in_training_is_refused_to_another_process_until_it_ends(run_dir, capsys):
     """A --resume while the run trains (here: a resumed run) is refused in one line; once the
