@@ -1629,10 +1629,11 @@ def average_image(images, size):
 # each direction, the cycle's error on the grid's test images as a share of the average image's
 # error on them, and warns (once a run, and the run goes on) when the larger is above
 # CYCLE_WARNING_RATIO at CYCLE_WARNING_CHECKS grids in a row, counting grids from iteration
-# CYCLE_WARNING_FROM on. `python .ci/calibrate_warning.py` measured it: four tasks made of nature
-# photos that did not learn stayed at 1.09-1.83 up to iteration 250, 1.02-1.28 after; the demo
-# (seeds 0-7, a grid every 25) reached 1.32 before iteration 100 and at most 0.93 from it on.
-CYCLE_WARNING_RATIO = 1.0
+# CYCLE_WARNING_FROM on. `python .ci/calibrate_warning.py` measured it (grids every 50 from
+# iteration 100): four tasks made of nature photos that did not learn were at 1.10-1.34 at 100 and
+# 150 and at least 1.08 up to 250; two that learned were at 1.17-1.19 at 100, 0.99-1.01 at 150
+# and at most 0.89 after; the demo (seeds 0-7) was at most 0.93 from 100 on (1.32 before).
+CYCLE_WARNING_RATIO = 1.05
 CYCLE_WARNING_CHECKS = 2
 CYCLE_WARNING_FROM = 100
 
