@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import csv
 import datetime
-import difflib
 import errno
 import math
 import os
@@ -50,7 +49,6 @@ import torch.nn as nn
 import torchvision.transforms.functional as TF
 import torchvision.utils as vutils
 from PIL import Image, ImageDraw, ImageOps
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 try:
     import fcntl  # Linux and macOS: the lock on a run folder in training
@@ -524,9 +522,7 @@ def train(args, run_folder, checkpoint, introduction, stop, device):
     Every so many iterations: a progress line, a sample grid (rows x, G(x), F(G(x)), y, F(y),
     G(F(y)) of fixed test images) and a checkpoint (sections 12, 13 and 16 are its machinery)."""
     training = Training(args, Precision(args.precision, device), device)
-    # Under torchrun, each network is wrapped so that backward averages its gradients
-    # over the processes (section 12)
-    training.model = for_this_process(training.model, args.seed)
+    seed_this_process(args.seed)  # under torchrun, each process's own history pool draws
     # The data is read before anything is written: a bad dataset leaves no run folder behind.
     data, test_X, test_Y = load_dataset(args)
     # Section 5's epochs, the same after a resume, shared among torchrun processes (section 13)
@@ -620,10 +616,9 @@ def translate(typed):
     generator, suffix, size = generator_for_translation(typed)  # which file, which size
     device = choose_device(typed.get("device", "auto"))
     precision = Precision(typed.get("precision", "auto"), device)
-    # eval() changes nothing for these networks (no dropout; instance norm keeps no running
-    # statistics), but it states the intent.
+    # eval() changes nothing here (no dropout; instance norm keeps no running statistics), but
+    # it states the intent.
     generator = generator.to(device).eval()
-    small_output = typed.get("small_output", False)
     out_folder = typed.get("out", "translated")
     os.makedirs(out_folder, exist_ok=True)
     inputs = gather_images(typed["translate"])
@@ -634,16 +629,13 @@ def translate(typed):
         target = claim_free_name(os.path.join(out_folder, f"{stem}_{suffix}"), ".png", new_file)
         try:
             # Read, scaled down, run through translate_image and carried back (section 10)
-            sizes = translate_file(generator, image_path, target, size, precision, small_output)
+            sizes = translate_file(generator, image_path, target, size, precision,
+                                   typed.get("small_output", False))
             print(f"{image_path} -> {target} ({sizes})")
-        except BaseException as error:
-            if os.path.getsize(target) == 0:  # the name it claimed, not yet written
-                os.remove(target)
-            # A full disk: the next writes would fail too. A photo's own error: the others are
-            # still translated.
-            if isinstance(error, WriteFailed) or not isinstance(error, CycleGANError):
+        except CycleGANError as error:
+            if isinstance(error, WriteFailed):  # a full disk: the next writes would fail too
                 raise
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {error}", file=sys.stderr)  # the photo's own: the others go on
             failed += 1
     count = f"{len(inputs)} image{'s' * (len(inputs) != 1)}"
     if failed:
@@ -695,15 +687,8 @@ def find_domain_folders(data):
         if os.path.isdir(folders[0]) and os.path.isdir(folders[1]):
             return folders
     name = os.path.basename(root)
-    close = difflib.get_close_matches(data, ["demo", "summer2winter", *DOWNLOADABLE_DATASETS], n=1)
-    if os.path.dirname(root) != "datasets":  # a folder's path, not a name
-        hint = "check the path"
-    elif name in DOWNLOADABLE_DATASETS:
-        hint = f"get it with: bash download_data.sh {name}"
-    elif close:
-        hint = f"did you mean --data {close[0]}?"
-    else:
-        hint = "give a dataset folder (README.md, \"Your own dataset\"), or a downloadable name"
+    hint = ("check the name or path (README.md, \"Your own dataset\")" if name not in
+            DOWNLOADABLE_DATASETS else f"get it with: bash download_data.sh {name}")
     raise CycleGANError(f"no dataset for --data {data}: looked in {root}/ for trainA/ trainB/ "
                         f"(testA/ testB/) or summer/ winter/ (test_summer/ test_winter/); {hint}")
 
@@ -742,8 +727,7 @@ def scale_down(pixels, shorter_side):
 
 
 def to_rgb(img):
-    """Greyscale, 16-bit, RGBA, CMYK and palette images may occur in a dataset folder; each
-    must reach the network as 3 channels of 8 bits."""
+    """Greyscale, 16-bit, RGBA, CMYK or palette image -> 3 channels of 8 bits."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         # 16-bit greyscale: convert("RGB") would clip it to white, so scale it down.
         scale = 255 / 65535 if img.getextrema()[1] > 255 else 1
@@ -775,11 +759,10 @@ class WriteFailed(CycleGANError):
 
 def write_file(path, write, append=False):
     """Every file this program writes goes through here. write(f) fills a temporary file beside
-    `path`, which is forced onto the disk (fsync), then renamed over `path` (atomic): a kill at any
-    moment leaves the old file or the new one whole. append=True adds to `path` itself, and a
-    failed append cuts it back to its old length. A failure of any kind (a full disk is the usual
-    end of a long run; a second Ctrl-C) leaves no temporary file; an OSError becomes WriteFailed,
-    which says what to do."""
+    `path`, forced onto the disk (fsync), then renamed over `path` (atomic): a kill at any moment
+    leaves the old file or the new one whole. append=True adds to `path` itself, and a failure
+    cuts it back to its old length. A failure of any kind (a full disk, a second Ctrl-C) leaves
+    no temporary file; an OSError becomes WriteFailed, which says what to do."""
     target = path if append else path + ".tmp"
     length = os.path.getsize(path) if append and os.path.exists(path) else 0
     try:
@@ -809,9 +792,8 @@ def write_advice(error, path):
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         free = shutil.disk_usage(folder).free / 1e6
         return f"{error.strerror}, {free:.1f} MB free in {folder}/", "free some space"
-    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return error.strerror, "choose another folder with --out, or change its permissions"
-    return error.strerror or str(error), f"check that {folder}/ can be written to"
+    return error.strerror or str(error), ("choose another folder with --out, or check its "
+                                          "permissions")
 
 
 def load_folder(folder, load_size, limit=None):
@@ -831,8 +813,8 @@ def load_folder(folder, load_size, limit=None):
 
 MEMINFO = "/proc/meminfo"  # Linux: the whole machine's memory
 # A container's memory (Docker, Kubernetes, many hosted notebooks) is limited by its cgroup, often
-# far below what /proc/meminfo shows. Per cgroup version (2, then 1): the limit, the usage, and
-# the statistics that give the usage's inactive page cache, which the kernel can drop for us.
+# far below MemAvailable. Per cgroup version (2, then 1): its limit, its usage, and the line of
+# its statistics that gives the usage's inactive page cache, which the kernel can drop for us.
 CGROUP_MEMORY_FILES = (
     ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current",
      "/sys/fs/cgroup/memory.stat", "inactive_file"),
@@ -856,10 +838,9 @@ def number_in_file(path, key=None):
 
 
 def available_memory(device=torch.device("cpu")):
-    """Bytes that a new allocation can have without swapping or being killed: on a CUDA GPU its
-    free memory plus what PyTorch's caching allocator holds unused (it hands that out first);
-    elsewhere the least of Linux's MemAvailable and each cgroup's limit minus its usage. None
-    where nothing tells us (not Linux): the checks below are then skipped."""
+    """Bytes that a new allocation can have: on a CUDA GPU its free memory plus what PyTorch's
+    caching allocator holds unused; elsewhere the least of MemAvailable and each cgroup's limit
+    minus its usage. None where nothing tells us (not Linux): the checks are then skipped."""
     if device.type == "cuda":
         cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         return torch.cuda.mem_get_info(device)[0] + cached
@@ -885,8 +866,8 @@ def device_and_memory(device):
 
 
 def check_memory(needed, what, advice, device=torch.device("cpu"), share=1.0):
-    """Refuses work (`what`, needing `needed` bytes) beyond `share` of the available memory before
-    it starts, rather than be killed part-way without a message; `advice` says what to lower."""
+    """Refuses work needing more than `share` of the available memory before it starts, rather
+    than be killed part-way without a message."""
     available = available_memory(device)
     if available is not None and needed > share * available:
         portion = "" if share == 1 else f"{share:.0%} of "
@@ -908,8 +889,8 @@ def check_memory_for_images(folders, load_size):
 
 
 def gather_images(paths):
-    """--translate's arguments (files, and folders searched recursively) -> image files whose
-    output names (the file name without its extension) are all different."""
+    """--translate's files and folders (searched recursively) -> image files, their names (less
+    the extension: the output's name) all different."""
     inputs = []
     for given in paths:
         if not os.path.exists(given):
@@ -934,8 +915,7 @@ def gather_images(paths):
 # pixels. This is the guided filter of He, Sun and Tang ("Guided Image Filtering", 2010/2013,
 # which applies it to joint upsampling), fitted at low resolution as in He and Sun's "Fast Guided
 # Filter" (2015). README.md, "Translate your own photos", says what it keeps and cannot carry.
-# The radius and the ridge: on 16 held-out demo scenes at 4x (the test's task), radius 1, 2, 3
-# gave mean errors 0.045, 0.042, 0.041, and eps 1e-4, 1e-3, 1e-2 gave 0.043, 0.042, 0.042.
+# The radius and the ridge are our choices; the tests check the result against known answers.
 GUIDE_RADIUS = 2  # the neighbourhoods are (2 * 2 + 1)^2 pixels of the small image
 GUIDE_EPS = 1e-3  # the ridge, in the [-1, 1] units of the pixels, squared
 
@@ -990,21 +970,22 @@ def apply_colour_maps(maps, photo, strip_pixels=2 ** 20):
 
 def translate_file(generator, image_path, target, size, precision, small_output):
     """One photo, scaled down to `size` -> its translation, carried back to the photo's size
-    (unless small_output) and written to `target` with the photo's transparency, if any. -> the
-    sizes, for the printed line."""
-    photo, alpha = load_image(image_path, with_alpha=True)
-    small = photo if size == "original" else scale_down(photo, size)
-    device = next(generator.parameters()).device
-    check_translatable(image_path, small, generator, device, size)  # size and memory
-    image = to_model_range(small.to(device))[None]
+    (unless small_output) and written to `target`, a claimed empty file, with the photo's
+    transparency, if any. -> the sizes, for the printed line."""
     try:
+        photo, alpha = load_image(image_path, with_alpha=True)
+        small = photo if size == "original" else scale_down(photo, size)
+        device = next(generator.parameters()).device
+        check_translatable(image_path, small, generator, device, size)  # size and memory
+        image = to_model_range(small.to(device))[None]
         with torch.no_grad(), precision.autocast():
             translated = translate_image(generator, image)[0].float()
-    except torch.OutOfMemoryError:
-        raise CycleGANError(f"out of memory translating {image_path} at {small.shape[2]}x"
-                            f"{small.shape[1]} on {device_and_memory(device)}; "
-                            + smaller_translation(size)) from None
-    return save_translation(photo, alpha, image[0].cpu(), translated.cpu(), target, small_output)
+        return save_translation(photo, alpha, image[0].cpu(), translated.cpu(), target,
+                                small_output)
+    except BaseException:
+        if os.path.getsize(target) == 0:  # claimed, not written: free the name again
+            os.remove(target)
+        raise
 
 
 def save_translation(photo, alpha, small_input, translated, path, small_output):
@@ -1025,38 +1006,30 @@ def save_translation(photo, alpha, small_input, translated, path, small_output):
     return sizes
 
 
-# The smallest side the generator accepts. translate_image pads a side of 4 to 4, which the two
-# stride-2 convolutions bring down to 1 pixel, where instance norm has no spread to divide by
-# (PyTorch refuses it); a side of 5 is padded to 8, and 2 pixels are left (the test
-# test_a_folder_is_translated_around_the_photos_that_cannot_be translates 5x5 and refuses 4x4).
+# The smallest side the generator accepts: translate_image pads a side of 4 to 4, which the two
+# stride-2 convolutions bring down to 1 pixel, where instance norm has no spread to divide by; a
+# side of 5 is padded to 8 (the folder-translation test takes 5x5 and refuses 4x4).
 SMALLEST_SIDE = 5
-# The memory that a generator needs to translate at a photo's own size, a bound on what `python
-# .ci/benchmark.py --translation-memory` measured on the CPU (peak resident memory above an 8x8
-# photo's, 9 blocks, per megapixel): fp32 154, 359 and 836 MB with 16, 32 and 64 filters (up to
-# 13.1 bytes per pixel per filter); bf16 456, 544 and 618 MB (a larger part that does not grow
-# with the filters). So: 14 bytes per pixel per filter, and at least 600 per pixel.
+# The memory a generator needs per pixel, a bound on what `python .ci/benchmark.py
+# --translation-memory` measured on the CPU: fp32 up to 13.1 bytes per pixel per filter (16, 32
+# and 64 filters); bf16 456-618 MB per megapixel at any of those widths.
 TRANSLATION_BYTES_PER_PIXEL_PER_FILTER = 14
 TRANSLATION_BYTES_PER_PIXEL_AT_LEAST = 600
 
 
 def check_translatable(path, small, generator, device, size):
-    """Refuses a photo too small for the generator, or too large for the memory available."""
+    """Refuses a photo too small for the generator, or too large for the memory available (a
+    CPU process out of memory is killed without a word)."""
     height, width = small.shape[1:]
     if min(height, width) < SMALLEST_SIDE:
         raise CycleGANError(f"{path} is {width}x{height} pixels, too small to translate: the "
                             f"generator needs at least {SMALLEST_SIDE} on each side")
-    filters = generator.model[1].out_channels
-    per_pixel = max(TRANSLATION_BYTES_PER_PIXEL_PER_FILTER * filters,
+    per_pixel = max(TRANSLATION_BYTES_PER_PIXEL_PER_FILTER * generator.model[1].out_channels,
                     TRANSLATION_BYTES_PER_PIXEL_AT_LEAST)
-    needed = per_pixel * height * width
-    check_memory(needed, f"translating {path} at {width}x{height}", smaller_translation(size),
+    advice = ("drop --translate-size original, to translate it scaled down" if size == "original"
+              else "use a smaller --translate-size")
+    check_memory(per_pixel * height * width, f"translating {path} at {width}x{height}", advice,
                  device)
-
-
-def smaller_translation(size):
-    if size == "original":
-        return "drop --translate-size original, to translate it scaled down"
-    return "use a smaller --translate-size"
 
 
 # --- 11. Hardware and precision ---------------------------------------------------------------
@@ -1099,7 +1072,7 @@ class Precision:
         self.device_type = device.type
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
         scaler_device = "cuda" if device.type == "cuda" else "cpu"
-        self.scaler = torch.amp.GradScaler(scaler_device, enabled=self.name == "fp16")
+        self.scaler = GradScaler(scaler_device, enabled=self.name == "fp16")  # section 12
 
     def autocast(self):
         # fp32 casts nothing, so it gets no autocast at all: an fp32 run is plain PyTorch.
@@ -1127,12 +1100,11 @@ def choose_device(name):
 # `torchrun --standalone --nproc_per_node=N cyclegan.py ...` starts N copies of this program (one
 # per GPU) and tells each its place in environment variables (RANK, LOCAL_RANK, WORLD_SIZE). This
 # is data-parallel training: every process holds the same networks and trains on its own
-# --batch-size images of the epoch's plan, and PyTorch's DistributedDataParallel (DDP) averages
-# the gradients over the processes during backward, so every process takes the same optimiser
-# step and the networks stay identical. One iteration thus trains on N x batch-size images. Only
-# the first process (rank 0) writes: the run folder, checkpoints, sample grids, progress lines.
-# Each function below asks torch.distributed whether it is running; in a run of one process
-# (python cyclegan.py, a notebook) it answers as one process alone would.
+# --batch-size images of the epoch's plan; before each optimiser step the gradients are averaged
+# over the processes, so every process takes the same step and the networks stay identical. One
+# iteration thus trains on N x batch-size images. Only the first process (rank 0) writes: the run
+# folder, checkpoints, sample grids, progress lines. In a run of one process (python cyclegan.py,
+# a notebook) each function below answers as one process alone would.
 
 def process_rank():
     """This process's number among torchrun's; 0 when alone. Outside the process group (before it
@@ -1152,10 +1124,9 @@ def process_count():
 
 
 def start_torchrun_or_choose_device(device_name):
-    """Under torchrun (it sets RANK and WORLD_SIZE): joins the other processes, NCCL between CUDA
-    GPUs (each process on its own, cuda:LOCAL_RANK), gloo between CPU processes, and returns this
-    process's device. Alone: the device that --device names."""
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", 1)) == 1:
+    """Under torchrun: joins the other processes, NCCL between CUDA GPUs (each process on its own,
+    cuda:LOCAL_RANK), gloo between CPU processes; -> this process's device. Alone: --device's."""
+    if int(os.environ.get("WORLD_SIZE", 1)) == 1:
         return choose_device(device_name)
     local_rank = int(os.environ["LOCAL_RANK"])
     if device_name in ("auto", "cuda") and torch.cuda.is_available():
@@ -1173,16 +1144,27 @@ def start_torchrun_or_choose_device(device_name):
                         "(cuda:LOCAL_RANK); use --device auto, cuda or cpu")
 
 
-def for_this_process(model, seed):
-    """The model that training steps. Alone: the model itself. Under torchrun: its four networks,
-    each in DDP; and every process but the first gets a random stream of its own, so that the
-    processes' history pools draw differently (the weights were initialised before, from the
-    shared seed)."""
-    if not dist.is_initialized():
-        return model
-    if not first_process():  # the first process draws as a run of one process would
+def seed_this_process(seed):
+    """Every process but the first gets a random stream of its own, so that the processes'
+    history pools draw differently (the weights were drawn before, from the shared seed)."""
+    if process_rank() > 0:
         torch.manual_seed(seed * 1_000_003 + process_rank())
-    return DistributedNetworks(model)
+
+
+class GradScaler(torch.amp.GradScaler):
+    """torch's gradient scaler (section 11), whose step(optimizer) first averages the gradients
+    over torchrun's processes, in one all-reduce and before fp16's overflow check, so that every
+    process finds the same overflow and takes the same step. (PyTorch's DistributedDataParallel
+    averages during backward instead, but waits for every network it wraps to get gradients,
+    which a discriminator frozen for the generators' step does not.)"""
+    def step(self, optimizer):
+        if dist.is_initialized():
+            grads = [parameter.grad for group in optimizer.param_groups
+                     for parameter in group["params"] if parameter.grad is not None]
+            means = mean_over_processes(torch.cat([grad.flatten() for grad in grads]))
+            for grad, mean in zip(grads, means.split([grad.numel() for grad in grads])):
+                grad.copy_(mean.view_as(grad))
+        return super().step(optimizer)
 
 
 def mean_over_processes(tensor):
@@ -1198,9 +1180,7 @@ def any_process(flag):
     if not dist.is_initialized():
         return flag
     device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    count = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(count)
-    return count.item() > 0
+    return mean_over_processes(torch.tensor([float(flag)], device=device)).item() > 0
 
 
 def gather_on_first_process(value):
@@ -1221,62 +1201,6 @@ def from_first_process(value):
     return values[0]
 
 
-class DistributedNetworks:
-    """The model under torchrun: each of the four networks in a DistributedDataParallel of its
-    own, which averages its gradients over the processes as backward computes them. Its
-    parameters and state_dict are the plain model's, so the checkpoint keeps the official keys
-    (no `module.` prefixes). The networks have no buffers (instance norm keeps no running
-    statistics), so DDP has nothing else to keep in step."""
-    def __init__(self, model):
-        device = next(model.parameters()).device
-        device_ids = [device.index] if device.type == "cuda" else None
-        self.plain = model
-        self.G_XtoY = DDP(model.G_XtoY, device_ids=device_ids)
-        self.G_YtoX = DDP(model.G_YtoX, device_ids=device_ids)
-        self.D_X = DiscriminatorInDDP(model.D_X, device_ids)
-        self.D_Y = DiscriminatorInDDP(model.D_Y, device_ids)
-
-    def parameters(self):
-        return self.plain.parameters()
-
-    def state_dict(self):
-        return self.plain.state_dict()
-
-    def load_state_dict(self, state):
-        return self.plain.load_state_dict(state)
-
-
-class DiscriminatorInDDP(nn.Module):
-    """A discriminator in DDP that is called directly while it is frozen (the generators' step):
-    DDP would otherwise wait for gradients that a frozen network never gets, and fail."""
-    def __init__(self, discriminator, device_ids):
-        super().__init__()
-        self.ddp = DDP(discriminator, device_ids=device_ids)
-
-    def forward(self, images):
-        if next(self.ddp.module.parameters()).requires_grad:
-            return self.ddp(images)
-        return self.ddp.module(images)
-
-
-def torchrun_command(arguments):
-    """The torchrun command that started this run (read from its process, on Linux), with these
-    arguments for cyclegan.py; or a generic one."""
-    try:
-        with open(f"/proc/{os.getppid()}/cmdline") as f:
-            words = f.read().split("\0")[:-1]
-    except OSError:
-        words = []
-    launcher = [i for i, word in enumerate(words)
-                if word.endswith("torchrun") or word == "torch.distributed.run"]
-    script = [i for i, word in enumerate(words) if word.endswith("cyclegan.py")]
-    if launcher and script and launcher[0] < script[0]:
-        options = words[launcher[0] + 1:script[0] + 1]
-    else:
-        options = [f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', 1)}", "cyclegan.py"]
-    return "torchrun " + shlex.join(options + list(arguments))
-
-
 # --- 13. Starting and ending a run; checkpoints, exact resume, progress -----------------------
 # Everything that decides the future of a run lives in one checkpoint dict: the networks, Adam's
 # moments, the pools' contents, the random state, and the iteration (from which the epoch's image
@@ -1285,12 +1209,10 @@ def torchrun_command(arguments):
 # every --checkpoint-every iterations and when it ends or is stopped.
 
 class Batches:
-    """Which images each iteration trains on: section 5's epochs, made exact and shared. Each
-    epoch's plan is drawn from a random stream of its own, seeded by (seed, epoch) alone, so a
-    resumed run rebuilds the epoch it stopped in and every torchrun process draws the same plan.
-    Under torchrun an iteration has batch_size places for each process, and each process takes
-    its own; past the epoch's end they wrap round to its start, so that every process always has
-    a full batch."""
+    """Which images each iteration trains on. Each epoch's plan (section 5) is drawn from a random
+    stream seeded by (seed, epoch) alone, so a resumed run rebuilds the epoch it stopped in and
+    every torchrun process draws the same plan. An iteration has batch_size places for each
+    process; past the epoch's end they wrap round to its start, so every batch is full."""
     def __init__(self, data, batch_size, seed):
         self.data = data
         self.batch_size = batch_size
@@ -1334,7 +1256,7 @@ def announce_run(introduction, training, data, iterations_per_epoch, last, args)
 def finish_training(run_folder, training, args, log, stop):
     """After the loop: the last save and sample grid, the closing line, and after Ctrl-C the
     command that resumes."""
-    trained = log.iterations() > 0
+    trained = log.iterations > 0
     if trained and training.iteration % args.checkpoint_every != 0:  # not saved just now
         save_training(run_folder, training, args, log)
     if trained and first_process():
@@ -1430,13 +1352,10 @@ def read_torch_file(path, what):
         with open(path, "rb") as f:
             start = f.read(32)
         # torch.save writes a zip archive, or (before PyTorch 1.6, as the authors' files) a pickle
-        if start.startswith((b"PK", b"\x80")):  # damaged: the first sentence of torch's message
-            lines = str(error).strip().splitlines() or [type(error).__name__]
-            reason = lines[0].split(". ")[0][:150] + " (a damaged file)"
-        else:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:150]
+        if not start.startswith((b"PK", b"\x80")):
             shown = start.decode("ascii", "replace").split("\n")[0]
-            reason = (f"not a PyTorch file (it begins {shown!r}); download or copy it again, or "
-                      "check the path")
+            reason = f"not a PyTorch file (it begins {shown!r}); download or copy it again"
         raise CycleGANError(f"cannot read {what} {path}: {reason}") from None
     if not isinstance(state, dict):
         raise CycleGANError(f"{path} holds a {type(state).__name__}, not a {what}")
@@ -1453,28 +1372,31 @@ def load_checkpoint(path):
 
 
 class ProgressLog:
-    """Progress lines, losses.csv, sample grids and the closing line. The loop adds each
-    iteration's losses (a dict by name, still on the device, read only when a line is written),
-    and the log notes the time. Under torchrun the logged losses are the means over the processes,
-    and the first process writes."""
+    """Progress lines, losses.csv, sample grids with the not-learning check, and the closing
+    line. The loop adds each iteration's losses still on the device, to be read when a line is
+    written. Under torchrun the logged losses are the means over the processes, and the first
+    process writes."""
     def __init__(self, run_folder, training, data, test_X, test_Y):
         self.run_folder = run_folder
         self.device = training.device
         self.test_X = test_X  # the sample grids' fixed test images
         self.test_Y = test_Y
-        # What generators that ignore their inputs would give back at best (section 7): each
-        # domain's average image, for the check at every sample.
+        # Section 7's baseline, each domain's average image, for the check at every grid
         self.average_X = average_image(data.images_X, data.image_size)  # on the CPU
         self.average_Y = average_image(data.images_Y, data.image_size)
-        self.warned = False  # the check warns once a run
-        self.cycle_history = []  # (iteration, the larger of the two cycle_error_ratios)
-        self.losses = []  # one dict per iteration since the last line
-        self.clock = [time.perf_counter()]  # the start, then the end of each iteration
+        self.high_ratios = []  # (iteration, ratio) of the latest checks in a row above the limit
+        self.checked = None  # the iteration last checked; "warned" once the run has been warned
+        self.loss_sums = 0  # each loss summed over the iterations since the last line
+        self.since_line = 0
+        self.iterations = 0  # since this log started
         self.notebook = NotebookDisplay() if in_notebook() else None
         if self.device.type == "cuda":  # this run's own peak: a notebook may run several
             torch.cuda.reset_peak_memory_stats(self.device)
         if first_process() and os.path.exists(f"{run_folder}/losses.csv"):
             self.keep_rows_up_to(training.iteration)
+        self.started = time.perf_counter()
+        self.line_time = self.started  # when the last line was written
+        self.last_time = self.started  # when the last iteration ended
 
     def keep_rows_up_to(self, iteration):
         """losses.csv keeps the rows up to `iteration`, where the run continues: a resumed run
@@ -1488,12 +1410,10 @@ class ProgressLog:
             write_file(path, lambda f: f.write("".join(lines[:1] + kept).encode()))
 
     def add(self, losses):
-        self.losses.append(losses)
-        self.clock.append(time.perf_counter())
-
-    def iterations(self):
-        """Iterations run since this log started."""
-        return len(self.clock) - 1
+        self.loss_sums = self.loss_sums + torch.stack([losses[name] for name in LOSS_NAMES])
+        self.since_line += 1
+        self.iterations += 1
+        self.last_time = time.perf_counter()
 
     def stop_if_not_finite(self, training, values):
         """A NaN would poison every later step: stop, and keep the last good checkpoint. The
@@ -1506,43 +1426,31 @@ class ProgressLog:
                     f"{training.iteration}; {self.run_folder}/checkpoint.pt keeps the last good "
                     "state. Try a lower --lr or --precision fp32")
 
-    def seconds_per_iteration(self):
-        """Mean wall time per iteration over the last 100, sample grids and saves included, but
-        not the run's first two (slower: memory allocation, kernel selection); None until two
-        more have run."""
-        recent = self.clock[2:][-101:]
-        if len(recent) < 3:
-            return None
-        return (recent[-1] - recent[0]) / (len(recent) - 1)
-
     def write(self, training, epoch, last_iteration):
         """A progress line (in a notebook: one line, updated in place) and a losses.csv row: the
-        mean losses since the last one, and the ETA from the recent wall time per iteration."""
-        # (iterations, 8) -> the mean of each loss since the last line, over the processes too
-        table = torch.stack([torch.stack([losses[name] for name in LOSS_NAMES])
-                             for losses in self.losses])
-        mean_losses = mean_over_processes(table.mean(0))
+        mean losses and wall time per iteration since the last line (sample grids and saves
+        included), and the ETA from that time."""
+        mean_losses = mean_over_processes(self.loss_sums / self.since_line)
         self.stop_if_not_finite(training, [mean_losses])
-        means = dict(zip(LOSS_NAMES, mean_losses.tolist()))
-        self.losses = []
+        seconds = (self.last_time - self.line_time) / self.since_line
+        self.loss_sums = 0
+        self.since_line = 0
+        self.line_time = self.last_time
         if not first_process():
             return
-        shown = " ".join(f"{name} {means[name]:.3f}" for name in LOSS_NAMES)
-        seconds = self.seconds_per_iteration()
-        if seconds is None:
-            seconds = self.clock[-1] - self.clock[-2]
+        means = mean_losses.tolist()
+        shown = " ".join(f"{name} {mean:.3f}" for name, mean in zip(LOSS_NAMES, means))
+        eta = datetime.timedelta(seconds=round((last_iteration - training.iteration) * seconds))
+        speed = f"{seconds:.3f} s/it, ETA {eta}"
+        if training.iteration == 1:  # slower than the rest (memory allocation, kernel choice)
             speed = f"{seconds:.3f} s for this iteration (no ETA yet)"
-        else:
-            eta = datetime.timedelta(seconds=round((last_iteration - training.iteration) * seconds))
-            speed = f"{seconds:.3f} s/it, ETA {eta}"
         line = f"epoch {epoch + 1} it {training.iteration}/{last_iteration} | {shown} | {speed}"
         if self.notebook is not None:
             self.notebook.show("progress", self.notebook.display.Pretty(line))
         else:
             print(line, flush=True)
-        learning_rate_now = training.opt_G.param_groups[0]["lr"]
-        row = [training.iteration, epoch + 1, f"{learning_rate_now:.6g}",
-               *(f"{means[name]:.5f}" for name in LOSS_NAMES), f"{seconds:.4f}"]
+        row = [training.iteration, epoch + 1, f"{training.opt_G.param_groups[0]['lr']:.6g}",
+               *(f"{mean:.5f}" for mean in means), f"{seconds:.4f}"]
         line = ",".join(map(str, row)) + "\n"
         path = f"{self.run_folder}/losses.csv"
         if not os.path.exists(path):  # a new run's first row (nothing is written before it)
@@ -1565,20 +1473,18 @@ class ProgressLog:
                 self.notebook.show("curves", self.notebook.display.Image(filename=curves_path))
 
     def check_cycle(self, iteration, rows, grid_path, curves_path):
-        """The not-learning check, once per iteration (the rule: the comment above
-        cycle_error_ratios)."""
-        just_checked = self.cycle_history and self.cycle_history[-1][0] == iteration
-        if iteration < CYCLE_WARNING_FROM or just_checked:
-            return  # too early to tell; or the last grid, of an iteration just checked
-        ratios = cycle_error_ratios(rows, self.average_X, self.average_Y)
-        self.cycle_history.append((iteration, max(ratios.values())))
-        recent = self.cycle_history[-CYCLE_WARNING_CHECKS:]
-        if self.warned or len(recent) < CYCLE_WARNING_CHECKS:
+        """The not-learning check (the rule: the comment above cycle_error_ratios), once an
+        iteration (the last grid may repeat one) and until it warns."""
+        if iteration < CYCLE_WARNING_FROM or self.checked in (iteration, "warned"):
             return
-        if all(ratio > CYCLE_WARNING_RATIO for _, ratio in recent):
-            self.warned = True
-            at = " and ".join(str(i) for i, _ in recent)
-            measured = " and ".join(f"{ratio:.2f}x" for _, ratio in recent)
+        self.checked = iteration
+        ratio = max(cycle_error_ratios(rows, self.average_X, self.average_Y).values())
+        high = ratio > CYCLE_WARNING_RATIO
+        self.high_ratios = self.high_ratios + [(iteration, ratio)] if high else []
+        if len(self.high_ratios) == CYCLE_WARNING_CHECKS:
+            self.checked = "warned"
+            at = " and ".join(str(i) for i, _ in self.high_ratios)
+            measured = " and ".join(f"{ratio:.2f}x" for _, ratio in self.high_ratios)
             print(f"warning: at iterations {at} the cycle brought the test images back no closer "
                   f"than {measured} the error of their domain's average image (1.00x: the best "
                   f"that a generator ignoring its input can do); it may still learn, but look at "
@@ -1588,12 +1494,12 @@ class ProgressLog:
     def summary(self, finished=True):
         """`done: ...` (or `stopped: ...` for an interrupted run): the iterations, the wall time
         and their quotient."""
-        count = self.iterations()
-        if count == 0:
+        if self.iterations == 0:
             return "done: no iterations to run"
-        wall = self.clock[-1] - self.clock[0]
-        line = (f"{'done' if finished else 'stopped'}: {count} iteration{'s' * (count != 1)} in "
-                f"{wall:.1f} s ({wall / count:.3f} s per iteration)")
+        wall = self.last_time - self.started
+        line = (f"{'done' if finished else 'stopped'}: {self.iterations} iteration"
+                f"{'s' * (self.iterations != 1)} in {wall:.1f} s "
+                f"({wall / self.iterations:.3f} s per iteration)")
         if self.device.type == "cuda":  # the most GPU memory this run has held
             peak = torch.cuda.max_memory_allocated(self.device)
             line += f", peak GPU memory {peak / 1e9:.2f} GB"
@@ -1659,9 +1565,7 @@ CURVE_COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
 
 
 def draw_loss_curves(csv_path, png_path, width=640, panel_height=180):
-    """losses.csv -> a PNG of the curves, drawn with Pillow; nothing until it has two rows. The
-    columns are read by position: a run begun before adv_XtoY and adv_YtoX had these names keeps
-    its old header when resumed."""
+    """losses.csv -> a PNG of the curves, drawn with Pillow; nothing until it has two rows."""
     with open(csv_path) as f:
         rows = list(csv.reader(f))[1:]
     if len(rows) < 2:
@@ -1740,12 +1644,10 @@ def generator_for_translation(typed):
     if size == "original":
         print(f"translating with {path}, each photo at its own size (--translate-size original)")
     else:
-        back = ("and written at that size (--small-output)" if typed.get("small_output") else "and "
-                "the translation carried back to the photo's own size (--small-output keeps it "
-                "small)")
+        back = "kept small" if typed.get("small_output") else "carried back to the photo's size"
         print(f"translating with {path}: photos larger than {size}px are translated at a shorter "
-              f"side of {size}px ({why}; --translate-size original translates at their own "
-              f"size), {back}")
+              f"side of {size}px ({why}; --translate-size sets it, 'original' for their own), "
+              f"and the translation {back} (--small-output keeps it small)")
     return generator, suffix, size
 
 
@@ -1756,10 +1658,8 @@ def load_generator(path, direction):
     if "settings" in state:  # our checkpoint: both generators, --direction picks one
         direction = direction or "XtoY"
         prefix = f"G_{direction}."
-        weights = {}
-        for key, value in state["model"].items():
-            if key.startswith(prefix):
-                weights[key.removeprefix(prefix)] = value
+        weights = {key.removeprefix(prefix): value for key, value in state["model"].items()
+                   if key.startswith(prefix)}
         generator = generator_from_state_dict(weights, path)
         return generator, direction, state["settings"]["load_size"], "its training images' size"
     if direction:
@@ -1776,10 +1676,8 @@ def load_generator(path, direction):
 def generator_from_state_dict(state, path):
     """A Generator state_dict in the official naming -> Generator, its size read from the keys;
     or a one-line error that says why the file does not fit."""
-    weights = {}
-    for key, value in state.items():
-        if not key.endswith(("running_mean", "running_var", "num_batches_tracked")):
-            weights[key] = value
+    weights = {key: value for key, value in state.items()
+               if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))}
     first = weights.get("model.1.weight")  # c7s1-64's kernels: (ngf, 3, 7, 7)
     if not (torch.is_tensor(first) and first.dim() == 4):
         reason = f"no model.1.weight among {', '.join(list(weights)[:3]) or 'no keys'}, ..."
@@ -1864,58 +1762,64 @@ def new_file(path):
     os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
 
 
+@contextlib.contextmanager
 def lock_run_folder(run_folder):
     """Holds a lock on the run folder while this process trains in it, and refuses one that a
     live process holds (a second command with the same --out, a --resume while the run trains).
-    The system releases the lock when the process ends, however it ends. -> the lock, to close
-    when the run ends; None where there are no such locks (Windows)."""
+    The system releases the lock when the process ends, however it ends. Windows has no such
+    locks (no fcntl)."""
     os.makedirs(run_folder, exist_ok=True)
-    if fcntl is None:
-        return None
-    lock = os.open(run_folder, os.O_RDONLY)
+    lock = None if fcntl is None else os.open(run_folder, os.O_RDONLY)
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(lock)
         raise CycleGANError(f"{run_folder} is in use by another process that trains in it; wait "
                             "for it to end (or stop it), then resume") from None
     except OSError:  # a filesystem without locks (some network mounts): the run goes unlocked
-        os.close(lock)
         print(f"note: {run_folder} cannot be locked on its filesystem; start no second run in it")
-        return None
     # Now no other process writes here: a checkpoint.pt.tmp was left by a run killed while saving
     with contextlib.suppress(FileNotFoundError):
         os.remove(os.path.join(run_folder, "checkpoint.pt.tmp"))
-    return lock
+    try:
+        yield
+    finally:
+        # A new run stopped before it wrote anything leaves no folder (removed while the lock is
+        # still held; os.rmdir removes only an empty folder)
+        with contextlib.suppress(OSError):
+            os.rmdir(run_folder)
+            if os.path.dirname(run_folder) == "runs":
+                os.rmdir("runs")
+        if lock is not None:
+            os.close(lock)  # releases it
 
 
 def prepare_run(typed):
     """Flags typed on the command line -> (args: the settings in force, run folder, checkpoint or
-    None, a text that says which settings are in force and where they came from)."""
-    # Each setting comes from the last of: the tables above, DEMO_SETTINGS (a new --data demo run),
-    # the checkpoint (a resumed run), the flags typed.
+    None, a text that says which settings are in force and where they came from). Each setting
+    comes from the last of: the tables above, DEMO_SETTINGS (a new --data demo run), the
+    checkpoint (a resumed run), the flags typed."""
     data = typed.get("data", DEFAULT_SETTINGS["data"][0])
     defaults = {key: value for key, (value, _) in {**DEFAULT_SETTINGS, **RUNNING_SETTINGS}.items()}
+    run_folder = typed.get("out")
+    checkpoint = None
     if typed.get("resume"):
-        run_folder = typed.get("out") or latest_run_folder(data)
+        run_folder = run_folder or latest_run_folder(data)
         checkpoint = load_checkpoint(os.path.join(run_folder, "checkpoint.pt"))
         saved = {**defaults, **checkpoint["settings"]}
         for key in DEFAULT_SETTINGS:
-            changes_the_model = key not in ("epochs", "decay_epochs")  # the schedule may change
-            if key in typed and typed[key] != saved[key] and changes_the_model:
+            fixed = key not in ("epochs", "decay_epochs")  # the schedule may change
+            if fixed and key in typed and typed[key] != saved[key]:
                 raise CycleGANError(f"{flag(key)} {typed[key]} does not match the checkpoint's "
                                     f"{saved[key]}; drop the flag to resume, or start a new run "
                                     "without --resume")
         in_force = {**saved, **typed}
         source = f"resuming {run_folder}"
-        old_schedule = (saved["epochs"], saved["decay_epochs"])
-        new_schedule = (in_force["epochs"], in_force["decay_epochs"])
-        if new_schedule != old_schedule:
-            source += (f"; schedule changed from {old_schedule[0]} + {old_schedule[1]} to "
-                       f"{new_schedule[0]} + {new_schedule[1]} epochs (constant + decaying)")
+        old, new = [f"{run['epochs']} + {run['decay_epochs']}" for run in (saved, in_force)]
+        if old != new:
+            source += f"; schedule changed from {old} to {new} epochs (constant + decaying)"
     else:
-        run_folder = typed.get("out")
-        checkpoint = None
         if run_folder and os.path.exists(os.path.join(run_folder, "checkpoint.pt")):
             raise CycleGANError(f"{run_folder}/checkpoint.pt already exists: add --resume to "
                                 "continue that run, or leave out --out for a new folder")
@@ -1944,11 +1848,9 @@ def check_settings(args):
         raise CycleGANError(f"--load-size {args.load_size} is smaller than --image-size "
                             f"{args.image_size}; the crop must fit inside the resized image")
     for key in ("batch_size", "epochs", "lr", "ngf", "ndf", "sample_every", "log_every",
-                "checkpoint_every"):
-        if getattr(args, key) <= 0:
+                "checkpoint_every", "max_iters"):
+        if getattr(args, key) is not None and getattr(args, key) <= 0:
             raise CycleGANError(f"{flag(key)} {getattr(args, key)}: must be positive")
-    if args.max_iters is not None and args.max_iters <= 0:
-        raise CycleGANError(f"--max-iters {args.max_iters}: must be positive")
     for key in ("decay_epochs", "lambda_cycle", "lambda_identity", "pool_size", "n_blocks"):
         if getattr(args, key) < 0:
             raise CycleGANError(f"{flag(key)} {getattr(args, key)}: must be at least 0")
@@ -2070,15 +1972,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a mistyped flag is our usual one-line error, not a usage block and exit 2
     (which in a notebook would show a usage headed "ipykernel_launcher.py" and a traceback)."""
     def error(self, message):
-        suggestion = ""
-        if message.startswith("unrecognized arguments: "):
-            known = [option for action in self._actions for option in action.option_strings]
-            for word in message.removeprefix("unrecognized arguments: ").split():
-                close = difflib.get_close_matches(word, known, n=1, cutoff=0.75)
-                if word.startswith("--") and close:
-                    suggestion = f" (did you mean {close[0]}?)"
-                    break
-        raise CycleGANError(f"{message}{suggestion}; see {command_to_run(['--help'])}")
+        raise CycleGANError(f"{message}; see {command_to_run(['--help'])}")
 
 
 def build_arg_parser():
@@ -2113,24 +2007,21 @@ def build_arg_parser():
     return parser
 
 
-# What --translate uses; every other flag is for training.
-TRANSLATE_FLAGS = ("translate", "checkpoint", "direction", "translate_size", "small_output", "out",
-                   "data", "device", "precision")
+# The flags for --translate only; it also takes --out, --data, --device and --precision.
+TRANSLATE_ONLY = ("checkpoint", "direction", "translate_size", "small_output")
 
 
 def check_flags_apply(typed):
     """A flag that does nothing for what is asked is a mistake to point out, not to ignore."""
+    translating = "translate" in typed
     for key in typed:
-        if "translate" in typed and key not in TRANSLATE_FLAGS:
+        if translating and key not in (*TRANSLATE_ONLY, "translate", "out", "data", "device",
+                                       "precision"):
             raise CycleGANError(f"{flag(key)} does not apply to --translate, which only uses a "
                                 "trained model; drop it")
-        if "translate" not in typed and key in TRANSLATE_FLAGS[1:5]:  # checkpoint ... small_output
-            resume = " (to continue a training run: --resume --out RUN_FOLDER)"
+        if not translating and key in TRANSLATE_ONLY:
             raise CycleGANError(f"{flag(key)} applies to --translate PATH only; add it, or drop "
-                                f"the flag{resume if key == 'checkpoint' else ''}")
-    if typed.get("small_output") and typed.get("translate_size") == "original":
-        raise CycleGANError("--small-output does nothing with --translate-size original, which "
-                            "translates at the photo's own size; drop one of them")
+                                "the flag")
 
 
 def size_or_original(text):
@@ -2150,67 +2041,60 @@ def in_notebook():
 
 def command_to_run(arguments, one_process=False):
     """How to run cyclegan.py with these arguments where the user is: a notebook, a shell, or
-    (for training, not one_process) the torchrun command that started this run."""
+    (for training, not one_process) torchrun with as many processes as this run."""
     if in_notebook():
         return f"main({arguments!r})"
+    command = "python"
     if "TORCHELASTIC_RUN_ID" in os.environ and not one_process:
-        return torchrun_command(arguments)
-    return "python cyclegan.py " + shlex.join(arguments)
+        machines = int(os.environ["WORLD_SIZE"]) // int(os.environ["LOCAL_WORLD_SIZE"])
+        where = f"--nnodes={machines} --rdzv-endpoint=HOST:PORT" if machines > 1 else "--standalone"
+        command = f"torchrun {where} --nproc_per_node={os.environ['LOCAL_WORLD_SIZE']}"
+    return f"{command} cyclegan.py " + shlex.join(arguments)
 
 
 def train_from_flags(typed):
-    """Training as the command line asks for it; a demo run ends with section 7's check. A run
-    stopped by Ctrl-C exits with status 130 (as shells report a program ended by SIGINT), so
-    that `python cyclegan.py ... && next_step` does not go on; a notebook just returns."""
+    """Training as the command line asks for it. A run stopped by Ctrl-C exits with status 130
+    (as shells report a program ended by SIGINT), so that `python cyclegan.py ... && next_step`
+    does not go on; a notebook just returns."""
     device = start_torchrun_or_choose_device(typed.get("device", "auto"))
     # Under torchrun only the first process prints; it also decides the run folder, locks it and
     # reads the checkpoint, and the others take its word.
     output = sys.stdout if first_process() else open(os.devnull, "w")
     run_folder = None
-    owned = None  # the run folder that this process locked
-    lock = None
     model = None
-    stopped = False
+    stopped = True  # unless the run ends on its own
     try:
         with contextlib.redirect_stdout(output), StopOnCtrlC() as stop:
             prepared = prepare_run(typed) if first_process() else None
             args, run_folder, checkpoint, introduction = from_first_process(prepared)
-            if first_process():
-                lock = lock_run_folder(run_folder)
-                owned = run_folder
-            try:
-                model = train(args, run_folder, checkpoint, introduction, stop, device)
-            except (WriteFailed, torch.OutOfMemoryError) as error:
-                raise CycleGANError(training_fault(error, args, device, run_folder)) from None
-            # What to do next, printed once
-            next_steps = first_process() and not stop.stopping
-            if next_steps and args.data == "demo":
-                print_demo_check(model, args.image_size, Precision(args.precision, device))
-                write_demo_photos(run_folder, args.load_size)
-            elif next_steps:
-                print("translate photos with this model:\n  " + command_to_run(
-                    ["--translate", "PHOTO_OR_FOLDER", "--checkpoint",
-                     f"{run_folder}/checkpoint.pt"], one_process=True))
+            with lock_run_folder(run_folder) if first_process() else contextlib.nullcontext():
+                try:
+                    model = train(args, run_folder, checkpoint, introduction, stop, device)
+                except (WriteFailed, torch.OutOfMemoryError) as error:
+                    raise CycleGANError(training_fault(error, args, device, run_folder)) from None
             stopped = stop.stopping
+            if first_process() and not stopped:
+                print_next_steps(model, args, run_folder, device)
     except KeyboardInterrupt:  # Ctrl-C before the loop, or a second one: stopped at once
-        stopped = True
         if first_process():
             print(f"\n{interrupted_line(run_folder)}")
     finally:
-        if owned is not None:
-            # A new run stopped before it wrote anything leaves no folder (removed while this
-            # process still holds its lock; os.rmdir removes only an empty folder)
-            with contextlib.suppress(OSError):
-                os.rmdir(owned)
-                if os.path.dirname(owned) == "runs":
-                    os.rmdir("runs")
-        if lock is not None:
-            os.close(lock)  # releases it
         if dist.is_initialized():  # under torchrun: leave the other processes
             dist.destroy_process_group()
     if stopped and not in_notebook():
         raise SystemExit(130)
     return model
+
+
+def print_next_steps(model, args, run_folder, device):
+    """After a run: the demo's check (section 7), or how to translate with the model."""
+    if args.data == "demo":
+        print_demo_check(model, args.image_size, Precision(args.precision, device))
+        write_demo_photos(run_folder, args.load_size)
+    else:
+        print("translate photos with this model:\n  " + command_to_run(
+            ["--translate", "PHOTO_OR_FOLDER", "--checkpoint", f"{run_folder}/checkpoint.pt"],
+            one_process=True))
 
 
 def main(argv=None):
