@@ -650,6 +650,8 @@ def translate(typed):
 # the command line) but holds nothing of CycleGAN itself: a student may stop reading here.
 # ==============================================================================================
 # --- 9. Image files and dataset folders -------------------------------------------------------
+# Reading datasets and photos, writing every file (atomically), and refusing work that would not
+# fit in memory before it starts.
 
 # The datasets that download_data.sh can fetch (a test checks that the two lists agree).
 DOWNLOADABLE_DATASETS = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2photo",
@@ -673,9 +675,8 @@ def list_images(folder):
     """All images below `folder` (Udacity's layout nests them one level deeper), sorted."""
     paths = []
     for root, _, names in os.walk(folder):
-        for name in names:
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                paths.append(os.path.join(root, name))
+        paths += [os.path.join(root, name) for name in names
+                  if name.lower().endswith(IMAGE_EXTENSIONS)]
     return sorted(paths)
 
 
@@ -694,9 +695,8 @@ def find_domain_folders(data):
 
 
 def load_image(path, load_size=None, with_alpha=False):
-    """Any image file -> upright (3, H, W) uint8 tensor; or an error that names the file.
-    load_size: resized to load_size x load_size (for training). with_alpha: -> (the pixels, their
-    (1, H, W) transparency or None), for translations that keep it."""
+    """Any image file -> upright (3, H, W) uint8, resized to load_size x load_size if given;
+    with_alpha: (the pixels, their (1, H, W) transparency or None)."""
     try:
         with Image.open(path) as img:
             # Phones store photos sideways and note the turn in an EXIF tag that every photo
@@ -706,24 +706,12 @@ def load_image(path, load_size=None, with_alpha=False):
             if with_alpha and (img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info):
                 alpha = TF.pil_to_tensor(img.convert("RGBA"))[3:]
             img = to_rgb(img)
-            # Bicubic, as in the official code. For training, smaller images are scaled up.
-            if load_size:
+            if load_size:  # bicubic, as in the official code; smaller images are scaled up
                 img = img.resize((load_size, load_size), Image.BICUBIC)
             pixels = TF.pil_to_tensor(img)
             return (pixels, alpha) if with_alpha else pixels
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise CycleGANError(f"cannot read image {path}: {error}; delete or replace it") from None
-
-
-def scale_down(pixels, shorter_side):
-    """(3, H, W) uint8 -> the same, scaled (bicubic) so that its shorter side is `shorter_side`,
-    keeping the aspect ratio; unchanged if it is no larger."""
-    height, width = pixels.shape[1:]
-    if min(height, width) <= shorter_side:
-        return pixels
-    scale = shorter_side / min(height, width)
-    new_size = (round(width * scale), round(height * scale))
-    return TF.pil_to_tensor(TF.to_pil_image(pixels).resize(new_size, Image.BICUBIC))
 
 
 def to_rgb(img):
@@ -737,14 +725,24 @@ def to_rgb(img):
     return img.convert("RGB")
 
 
+def scale_down(pixels, shorter_side):
+    """(C, H, W) uint8 -> scaled (bicubic, keeping the aspect ratio) to that shorter side, if
+    it is larger."""
+    height, width = pixels.shape[1:]
+    if min(height, width) <= shorter_side:
+        return pixels
+    scale = shorter_side / min(height, width)
+    new_size = (round(width * scale), round(height * scale))
+    return TF.pil_to_tensor(TF.to_pil_image(pixels).resize(new_size, Image.BICUBIC))
+
+
 def save_png(pixels, path, row_labels=()):
-    """(3, H, W) uint8 -> a PNG file. With row_labels, a white strip on the left names each of the
-    picture's equally tall rows."""
+    """(3, H, W) uint8 -> a PNG file, with a white strip on the left that names each of the
+    picture's equally tall rows if row_labels are given."""
     picture = TF.to_pil_image(pixels)
     if row_labels:
-        label_width = 50
-        labelled = Image.new("RGB", (label_width + picture.width, picture.height), "white")
-        labelled.paste(picture, (label_width, 0))
+        labelled = Image.new("RGB", (50 + picture.width, picture.height), "white")
+        labelled.paste(picture, (50, 0))
         draw = ImageDraw.Draw(labelled)
         row_height = picture.height / len(row_labels)
         for row, label in enumerate(row_labels):
@@ -782,25 +780,20 @@ def write_file(path, write, append=False):
         cause = error.__context__ if isinstance(error, RuntimeError) else error
         if not isinstance(cause, OSError):
             raise
-        reason, advice = write_advice(cause, path)
+        folder = os.path.dirname(path) or "."
+        reason = cause.strerror or str(cause)
+        advice = "choose another folder with --out, or check its permissions"
+        if cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            reason += f", {shutil.disk_usage(folder).free / 1e6:.1f} MB free in {folder}/"
+            advice = "free some space"
         raise WriteFailed(f"cannot write {path} ({reason}); {advice}") from None
-
-
-def write_advice(error, path):
-    """An OSError from a write -> (its reason, what to do about it)."""
-    folder = os.path.dirname(path) or "."
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        free = shutil.disk_usage(folder).free / 1e6
-        return f"{error.strerror}, {free:.1f} MB free in {folder}/", "free some space"
-    return error.strerror or str(error), ("choose another folder with --out, or check its "
-                                          "permissions")
 
 
 def load_folder(folder, load_size, limit=None):
     """The images in `folder` (or `limit` of them, evenly spaced by name) -> one (N, 3, load_size,
     load_size) uint8 tensor: 61 KB per image at 143px, a quarter of what fp32 would take."""
     paths = list_images(folder)
-    if limit is not None and len(paths) > limit:  # spread evenly, from the first on
+    if limit is not None and len(paths) > limit:
         paths = [paths[index * len(paths) // limit] for index in range(limit)]
     if not paths:
         raise CycleGANError(f"no images in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)})")
@@ -827,14 +820,12 @@ def number_in_file(path, key=None):
     the line or the number is missing (a cgroup without a limit says "max")."""
     try:
         with open(path) as f:
-            for line in f:
-                words = line.split() or [""]
-                if key is None or words[0] == key:
-                    number = words[0] if key is None else words[1]
-                    return int(number) if number.isdigit() else None
+            words = f.read().split()
     except OSError:
-        pass
-    return None
+        return None
+    if key is not None:
+        words = words[words.index(key) + 1:] if key in words else []
+    return int(words[0]) if words and words[0].isdigit() else None
 
 
 def available_memory(device=torch.device("cpu")):
@@ -854,17 +845,6 @@ def available_memory(device=torch.device("cpu")):
     return min(candidates, default=None)
 
 
-def device_and_memory(device):
-    """'cuda:0 (15.8 GB)': a device and its total memory (a Mac's GPU shares the machine's)."""
-    if device.type == "cuda":
-        total = torch.cuda.get_device_properties(device).total_memory
-    elif hasattr(os, "sysconf"):  # not on Windows
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    else:
-        return str(device)
-    return f"{device} ({total / 1e9:.1f} GB)"
-
-
 def check_memory(needed, what, advice, device=torch.device("cpu"), share=1.0):
     """Refuses work needing more than `share` of the available memory before it starts, rather
     than be killed part-way without a message."""
@@ -882,9 +862,9 @@ def check_memory_for_images(folders, load_size):
     run with a 135 MB cache peaked at 1.6 GB: .ci/benchmark.py)."""
     count = sum(len(list_images(folder)) for folder in folders)
     copies = int(os.environ.get("LOCAL_WORLD_SIZE", 1))  # torchrun's processes on this machine
-    needed = count * 3 * load_size ** 2 * copies  # uint8: one byte per value
     per_process = f", in each of {copies} processes" if copies > 1 else ""
-    check_memory(needed, f"the training images ({count:,} at {load_size}px{per_process}) decoded",
+    check_memory(count * 3 * load_size ** 2 * copies,  # uint8: one byte per value
+                 f"the training images ({count:,} at {load_size}px{per_process}) decoded",
                  "use a smaller --load-size, or fewer images", share=0.5)
 
 
@@ -895,10 +875,7 @@ def gather_images(paths):
     for given in paths:
         if not os.path.exists(given):
             raise CycleGANError(f"--translate {given}: no such file or folder")
-        if os.path.isdir(given):
-            inputs += list_images(given)
-        else:
-            inputs.append(given)
+        inputs += list_images(given) if os.path.isdir(given) else [given]
     stems = [os.path.splitext(os.path.basename(path))[0] for path in inputs]
     if len(set(stems)) < len(stems):  # a.jpg and a.png would both become a_XtoY.png
         raise CycleGANError("two inputs have the same name apart from the extension or folder; "
@@ -970,40 +947,30 @@ def apply_colour_maps(maps, photo, strip_pixels=2 ** 20):
 
 def translate_file(generator, image_path, target, size, precision, small_output):
     """One photo, scaled down to `size` -> its translation, carried back to the photo's size
-    (unless small_output) and written to `target`, a claimed empty file, with the photo's
-    transparency, if any. -> the sizes, for the printed line."""
+    unless small_output, with the photo's transparency if any, written to `target` (a claimed
+    empty file, freed again if this fails). -> the sizes, for the printed line."""
     try:
         photo, alpha = load_image(image_path, with_alpha=True)
         small = photo if size == "original" else scale_down(photo, size)
         device = next(generator.parameters()).device
         check_translatable(image_path, small, generator, device, size)  # size and memory
-        image = to_model_range(small.to(device))[None]
+        image = to_model_range(small)
         with torch.no_grad(), precision.autocast():
-            translated = translate_image(generator, image)[0].float()
-        return save_translation(photo, alpha, image[0].cpu(), translated.cpu(), target,
-                                small_output)
+            translated = translate_image(generator, image[None].to(device))[0].float().cpu()
+        sizes = f"{small.shape[2]}x{small.shape[1]}"
+        if small.shape == photo.shape or small_output:
+            pixels = to_pixels(translated)
+        else:
+            pixels = apply_colour_maps(fit_colour_maps(image, translated), photo)
+            sizes = f"{photo.shape[2]}x{photo.shape[1]}, translated at {sizes}"
+        if alpha is not None:  # scaled as the photo was (the same shorter side), and kept
+            pixels = torch.cat([pixels, scale_down(alpha, min(pixels.shape[1:]))])
+        save_png(pixels, target)
+        return sizes
     except BaseException:
         if os.path.getsize(target) == 0:  # claimed, not written: free the name again
             os.remove(target)
         raise
-
-
-def save_translation(photo, alpha, small_input, translated, path, small_output):
-    """Writes the translation of `photo` (uint8) that the generator made of `small_input` (both
-    in [-1, 1]): carried back to the photo's size if it was made smaller and not small_output,
-    else as it is; with the photo's transparency `alpha`, if any. -> its size, and the size it was
-    translated at if that differs."""
-    height, width = translated.shape[1:]
-    if small_input.shape == photo.shape or small_output:
-        pixels = to_pixels(translated)
-        sizes = f"{width}x{height}"
-    else:
-        pixels = apply_colour_maps(fit_colour_maps(small_input, translated), photo)
-        sizes = f"{photo.shape[2]}x{photo.shape[1]}, translated at {width}x{height}"
-    if alpha is not None:  # scaled as the photo was (the same shorter side), and kept
-        pixels = torch.cat([pixels, scale_down(alpha, min(pixels.shape[1:]))])
-    save_png(pixels, path)
-    return sizes
 
 
 # The smallest side the generator accepts: translate_image pads a side of 4 to 4, which the two
@@ -1040,8 +1007,8 @@ def check_translatable(path, small, generator, device, size):
 # and needs no scaler.
 
 def cpu_has_native_bf16():
-    """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is
-    emulated and slower than fp32. Linux tells us in /proc/cpuinfo; elsewhere we assume not."""
+    """Whether the CPU computes bf16 in hardware (elsewhere it is emulated, slower than fp32), as
+    Linux's /proc/cpuinfo says; elsewhere we assume not."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = set(f.read().split())
@@ -1071,8 +1038,8 @@ class Precision:
         self.name = automatic_precision(device) if name == "auto" else name
         self.device_type = device.type
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
-        scaler_device = "cuda" if device.type == "cuda" else "cpu"
-        self.scaler = GradScaler(scaler_device, enabled=self.name == "fp16")  # section 12
+        self.scaler = GradScaler("cuda" if device.type == "cuda" else "cpu",  # (section 12)
+                                 enabled=self.name == "fp16")
 
     def autocast(self):
         # fp32 casts nothing, so it gets no autocast at all: an fp32 run is plain PyTorch.
@@ -1083,14 +1050,12 @@ class Precision:
 
 def choose_device(name):
     """'auto' takes the first of cuda, mps and cpu that this machine has."""
-    available = {"cuda": torch.cuda.device_count(),
-                 "mps": 1 if torch.backends.mps.is_available() else 0,
+    available = {"cuda": torch.cuda.device_count(), "mps": int(torch.backends.mps.is_available()),
                  "cpu": 1}
     if name == "auto":
         name = next(kind for kind, count in available.items() if count > 0)
     kind, _, index = name.partition(":")
-    index = index or "0"
-    if kind not in available or not index.isdigit() or int(index) >= available[kind]:
+    if kind not in available or not (index or "0").isdigit() or int(index or 0) >= available[kind]:
         raise CycleGANError(f"--device {name}: not a device that torch can use on this machine; "
                             "use auto, cpu, cuda, cuda:N or mps")
     return torch.device(name)
@@ -1266,33 +1231,31 @@ def finish_training(run_folder, training, args, log, stop):
         print(interrupted_line(run_folder, training.iteration if trained else None))
 
 
-def interrupted_line(run_folder, saved_iteration=None):
-    """After Ctrl-C: what the run folder keeps (saved_iteration: the one just saved), and the
-    command that resumes it."""
+def resume_advice(run_folder):
+    """What the run folder keeps, and the command that resumes it; None before its first save."""
     if run_folder is None or not os.path.isfile(os.path.join(run_folder, "checkpoint.pt")):
+        return None
+    return (f"{run_folder}/checkpoint.pt keeps the last saved state; resume with: "
+            + command_to_run(["--resume", "--out", run_folder]))
+
+
+def interrupted_line(run_folder, saved_iteration=None):
+    """After Ctrl-C: the iteration just saved, if any, and how to resume."""
+    if resume_advice(run_folder) is None:
         return "interrupted before the first iteration: nothing was trained or saved"
-    checkpoint = os.path.join(run_folder, "checkpoint.pt")
-    if saved_iteration is None:
-        saved = f"interrupted; {checkpoint} keeps the last saved state"
-    else:
-        saved = f"interrupted at iteration {saved_iteration}, saved {checkpoint}"
-    return f"{saved}; resume with:\n  " + command_to_run(["--resume", "--out", run_folder])
+    at = "" if saved_iteration is None else f" at iteration {saved_iteration}"
+    return f"interrupted{at}; {resume_advice(run_folder)}"
 
 
 def training_fault(error, args, device, run_folder):
     """A full disk or a device out of memory during training -> one line: what happened and the
-    one way on. The loop saves only between iterations, so an iteration that failed half-way is
-    never saved."""
+    one way on. The loop saves only between iterations: a half-done iteration is never saved."""
     if isinstance(error, torch.OutOfMemoryError):  # a resume would ask for the same memory again
-        return (f"out of memory on {device_and_memory(device)} with {args.image_size}px crops, "
+        return (f"out of memory on {device} with {args.image_size}px crops, "
                 f"batch {args.batch_size}, {args.n_blocks} residual blocks, {args.ngf} filters; "
                 "a run keeps its sizes when resumed, so start a new one with a smaller "
                 "--batch-size, --image-size or --n-blocks")
-    checkpoint = os.path.join(run_folder, "checkpoint.pt")
-    if not os.path.isfile(checkpoint):
-        return f"{error}; no checkpoint had been saved yet"
-    return (f"{error}; {checkpoint} keeps the last saved state, resume with: "
-            + command_to_run(["--resume", "--out", run_folder]))
+    return f"{error}; {resume_advice(run_folder) or 'no checkpoint had been saved yet'}"
 
 
 def checkpoint_parts(training):
@@ -1507,9 +1470,9 @@ class ProgressLog:
 
 
 def save_sample_grid(model, test_X, test_Y, precision, path):
-    """Rows: x, G(x), F(G(x)), y, F(y), G(F(y)) for fixed test images, each row labelled. The
-    same images every time, so that grids from different iterations can be compared: G(x) shows
-    the translation, F(G(x)) how well the cycle brings x back. -> the six rows, as fp32."""
+    """Rows: x, G(x), F(G(x)), y, F(y), G(F(y)) for the same test images every time, so that
+    grids can be compared: G(x) shows the translation, F(G(x)) how well the cycle brings x back.
+    -> the six rows, as fp32."""
     with torch.no_grad(), precision.autocast():
         fake_Y = model.G_XtoY(test_X)
         fake_X = model.G_YtoX(test_Y)
@@ -1570,43 +1533,36 @@ def draw_loss_curves(csv_path, png_path, width=640, panel_height=180):
         rows = list(csv.reader(f))[1:]
     if len(rows) < 2:
         return
-    iterations = [int(row[0]) for row in rows]
     window = max(1, len(rows) // 20)  # the running mean's rows
     picture = Image.new("RGB", (width, panel_height * len(LOSS_PANELS)), "white")
     draw = ImageDraw.Draw(picture)
-    left, right = 40, width - 10  # the plot's edges in pixels
     for panel, (title, names) in enumerate(LOSS_PANELS):
         top = panel * panel_height + 20
-        bottom = (panel + 1) * panel_height - 20
-        values = {name: [float(row[3 + LOSS_NAMES.index(name)]) for row in rows] for name in names}
-        highest = max(max(column) for column in values.values()) or 1.0
-
-        def point(index, value):
-            span = iterations[-1] - iterations[0]
-            x = left + (right - left) * (iterations[index] - iterations[0]) / span
-            return x, bottom - (bottom - top) * value / highest
-        draw.rectangle([left, top, right, bottom], outline=(200, 200, 200))
+        bottom = top + panel_height - 40
+        columns = [[float(row[3 + LOSS_NAMES.index(name)]) for row in rows] for name in names]
+        highest = max(map(max, columns)) or 1.0
+        draw.rectangle([40, top, width - 10, bottom], outline=(200, 200, 200))
         draw.text((3, top - 4), f"{highest:.2g}", fill="black")
-        draw.text((3, bottom - 8), "0", fill="black")
-        draw.text((left, top - 16), title + ":", fill="black")
-        label_x = left + 6 * len(title) + 12
-        for name, colour in zip(names, CURVE_COLOURS):
-            raw = values[name]
-            smooth = [statistics.fmean(raw[max(0, i - window + 1):i + 1]) for i in range(len(raw))]
+        draw.text((40, top - 16), title + ":", fill="black")
+        label_x = 40 + 6 * len(title) + 12
+        for name, column, colour in zip(names, columns, CURVE_COLOURS):
+            smooth = [statistics.fmean(column[max(0, i - window + 1):i + 1])
+                      for i in range(len(column))]
             faint = tuple(c + (255 - c) * 2 // 3 for c in colour)
-            draw.line([point(i, v) for i, v in enumerate(raw)], fill=faint)
-            draw.line([point(i, v) for i, v in enumerate(smooth)], fill=colour, width=2)
+            for values, fill, line_width in ((column, faint, 1), (smooth, colour, 2)):
+                draw.line([(40 + (width - 50) * i / (len(rows) - 1),
+                            bottom - (bottom - top) * value / highest)
+                           for i, value in enumerate(values)], fill=fill, width=line_width)
             draw.text((label_x, top - 16), name, fill=colour)
             label_x += 6 * len(name) + 12
-    draw.text((left, picture.height - 14), f"iteration {iterations[0]}", fill="black")
-    draw.text((right - 90, picture.height - 14), f"iteration {iterations[-1]}", fill="black")
+    draw.text((40, picture.height - 14), f"iterations {rows[0][0]} to {rows[-1][0]}",
+              fill="black")
     write_file(png_path, lambda f: picture.save(f, format="PNG"))
 
 
 class NotebookDisplay:
     """In Jupyter or Colab: the progress line, the newest sample grid and the loss curves, each
-    one output that is updated in place, instead of thousands of lines. IPython is there in every
-    kernel."""
+    one output updated in place, instead of thousands of lines (IPython is in every kernel)."""
     def __init__(self):
         from IPython import display
         self.display = display
@@ -1620,57 +1576,49 @@ class NotebookDisplay:
 
 
 # --- 14. Generator files: ours and the authors' -----------------------------------------------
-# Generator's layers sit in the official code's order, in one nn.Sequential named `model`, and the
-# residual blocks keep the official name `conv_block`; so a Generator's state_dict keys *are* the
-# official ones (model.1.weight, ..., model.10.conv_block.1.weight, ...). The authors' published
-# generators (bash download_data.sh pretrained NAME) load into Generator unchanged, and
-# torch.save(model.G_XtoY.state_dict(), path) writes a file whose keys and shapes are what their
-# loader reads. Their files, saved by older PyTorch, also hold instance-norm running statistics
-# that the network never uses (track_running_stats is off); like the official loader, we drop
-# them.
+# A Generator's state_dict keys are the official ones (section 1), so the authors' published
+# generators (bash download_data.sh pretrained NAME) load unchanged, and
+# torch.save(model.G_XtoY.state_dict(), path) writes a file their loader reads. Their files, saved
+# by older PyTorch, also hold instance-norm running statistics that the network never uses
+# (track_running_stats is off); like the official loader, we drop them.
 
 def generator_for_translation(typed):
     """--translate's generator: from --checkpoint FILE, or the newest run of --data. -> (the
-    Generator, the suffix of the output names, the size to translate at); says which and why."""
+    Generator, the suffix of the output names, the size to translate at); says which."""
     path = typed.get("checkpoint")
     if path is None:
         data = typed.get("data", DEFAULT_SETTINGS["data"][0])
         folder = latest_run_folder(data, ", a model file with --checkpoint FILE")
         path = os.path.join(folder, "checkpoint.pt")
-    generator, suffix, size, why = load_generator(path, typed.get("direction"))
-    if "translate_size" in typed:
-        size = typed["translate_size"]
-        why = "--translate-size"
+    generator, suffix, size = load_generator(path, typed.get("direction"))
+    size = typed.get("translate_size", size)
     if size == "original":
         print(f"translating with {path}, each photo at its own size (--translate-size original)")
     else:
         back = "kept small" if typed.get("small_output") else "carried back to the photo's size"
         print(f"translating with {path}: photos larger than {size}px are translated at a shorter "
-              f"side of {size}px ({why}; --translate-size sets it, 'original' for their own), "
-              f"and the translation {back} (--small-output keeps it small)")
+              f"side of {size}px (--translate-size sets it, 'original' for their own), and the "
+              f"translation {back} (--small-output keeps it small)")
     return generator, suffix, size
 
 
 def load_generator(path, direction):
     """-> (the Generator in the file at `path`, the suffix for the output names, the shorter side
-    to translate photos at by default, and why that size)."""
+    to translate photos at by default)."""
     state = read_torch_file(path, "model file")
     if "settings" in state:  # our checkpoint: both generators, --direction picks one
         direction = direction or "XtoY"
         prefix = f"G_{direction}."
         weights = {key.removeprefix(prefix): value for key, value in state["model"].items()
                    if key.startswith(prefix)}
-        generator = generator_from_state_dict(weights, path)
-        return generator, direction, state["settings"]["load_size"], "its training images' size"
+        return generator_from_state_dict(weights, path), direction, state["settings"]["load_size"]
     if direction:
         raise CycleGANError(f"--direction does not apply to {path}: it holds one generator, "
                             "which translates one way only; drop the flag")
-    # A bare generator, such as the authors': outputs are named after the file
-    # (photo_summer2winter_yosemite.png). Their size is unknown; the official test script, by
-    # default, runs them on photos resized to 256 x 256. We translate at a shorter side of 256px,
-    # keeping the aspect ratio.
+    # A bare generator, such as the authors': outputs are named after the file. The official
+    # test script runs them on photos resized to 256 x 256; we keep the aspect ratio.
     name = os.path.splitext(os.path.basename(path))[0]
-    return generator_from_state_dict(state, path), name, 256, "the official test script's size"
+    return generator_from_state_dict(state, path), name, 256
 
 
 def generator_from_state_dict(state, path):
@@ -1689,19 +1637,17 @@ def generator_from_state_dict(state, path):
             generator.load_state_dict(weights)
             return generator
         except RuntimeError as error:  # its first reason is the useful line
-            first_reason = str(error).splitlines()[1].strip()
-            reason = f"ngf {len(first)}, {n_blocks} blocks: {first_reason}"
+            reason = f"ngf {len(first)}, {n_blocks} blocks: {str(error).splitlines()[1].strip()}"
     raise CycleGANError(f"{path} holds no generator that fits ({reason[:150]}); expected a "
                         "cyclegan.py checkpoint, or a generator state_dict in the official naming")
 
 
 # --- 15. Run folders and settings -------------------------------------------------------------
-# A new run goes to the first free folder of runs/<dataset>, runs/<dataset>2, runs/<dataset>3 ...
-# (the convention of ultralytics and Lightning), so running a command twice never fails and never
-# overwrites. --resume and --translate without a path take the dataset's newest run.
-# A resumed run takes every setting from its checkpoint. A flag typed with --resume may change
-# how it runs (--max-iters, --device ...), but one that contradicts the run's own settings
-# (sizes, schedule, losses, seed) is refused rather than silently ignored.
+# A new run goes to the first free folder of runs/<dataset>, runs/<dataset>2, ..., so running a
+# command twice never fails and never overwrites; --resume and --translate without a path take
+# the dataset's newest run. A resumed run takes every setting from its checkpoint: a flag typed
+# with --resume may change how it runs (--max-iters, --device ...), or extend the schedule, but
+# one that contradicts what the run learns (sizes, losses, seed) is refused, not ignored.
 
 # These change how a run is carried out, not what it learns, so a resumed run may take new values.
 RUNNING_SETTINGS = {
@@ -1728,11 +1674,10 @@ def latest_run_folder(data, or_else=""):
     """The newest of runs/<name>, runs/<name>2, ... that holds a checkpoint. or_else: another way
     to name a run, for the error message."""
     name = run_name(data)
-    folders = os.listdir("runs") if os.path.isdir("runs") else []
     checkpoints = []
-    for folder in folders:
-        # runs/demo and runs/demo2 hold runs of demo; runs/demo_small holds another dataset's.
+    for folder in os.listdir("runs") if os.path.isdir("runs") else []:
         path = f"runs/{folder}/checkpoint.pt"
+        # runs/demo and runs/demo2 hold runs of demo; runs/demo_small holds another dataset's.
         if re.fullmatch(re.escape(name) + r"\d*", folder) and os.path.isfile(path):
             checkpoints.append(path)
     if not checkpoints:
@@ -1744,10 +1689,9 @@ def latest_run_folder(data, or_else=""):
 
 
 def claim_free_name(base, extension, create):
-    """Creates base + extension, or if that is taken the first free one of base2, base3, ...
-    (with the extension), and returns its path: a new run folder or translation never overwrites
-    an earlier one. create(path) fails if the path exists (os.makedirs for a folder, new_file),
-    so two commands started together take two names."""
+    """Creates and returns the first free one of base + extension, base2 + extension, ...:
+    create(path) fails if the path exists (os.makedirs, new_file), so two commands started
+    together take two names, and nothing is overwritten."""
     number = 1
     while True:
         path = base + (str(number) if number > 1 else "") + extension
@@ -1857,31 +1801,26 @@ def check_settings(args):
 
 
 # --- 16. Ctrl-C -------------------------------------------------------------------------------
-# Python turns Ctrl-C into a KeyboardInterrupt wherever the program happens to be, which could be
-# half-way through an optimiser step. Jupyter's and Colab's stop button sends the same signal
-# (SIGINT) to the kernel. Both are caught here and turned into a request that the loop honours.
+# Python turns Ctrl-C (and a notebook's stop button, which sends the same SIGINT) into a
+# KeyboardInterrupt wherever the program is, perhaps half-way through an optimiser step. Once the
+# loop runs, it is caught here and turned into a request that the loop honours after the
+# iteration under way: the run is saved, and the command to resume is printed. Before the loop
+# (decoding a dataset), or a second time, it stops at once, as a KeyboardInterrupt.
 
 class StopOnCtrlC:
-    """Once the loop runs, Ctrl-C (or a notebook's stop button) only asks to stop: the iteration
-    under way finishes (under torchrun, up to the next multiple of 10), the run is saved, and the
-    command to resume is printed. Before the loop (decoding a dataset), or a second time, Ctrl-C
-    stops at once, as a KeyboardInterrupt."""
     def __enter__(self):
         self.looping = False  # the loop has asked requested(), and will ask again
         self.asked = False  # asked here, by Ctrl-C
         self.stopping = False  # agreed: the loop ends
         self.previous_handler = None
-        try:
+        with contextlib.suppress(ValueError):  # only the main thread may set handlers
             self.previous_handler = signal.signal(signal.SIGINT, self.on_ctrl_c)
-        except ValueError:  # only the main thread may set handlers: Ctrl-C stays as it was
-            pass
         return self
 
     def requested(self, iteration):
-        """Whether the loop should end now. Alone: as soon as stopping was asked. Under torchrun
-        every process must stop after the same iteration, whichever was asked (torchrun passes
-        a terminal's Ctrl-C to each): at every 10th iteration each process waits for the others,
-        and one small all-reduce tells all of them whether any was asked."""
+        """Whether the loop should end now. Under torchrun every process must stop after the same
+        iteration, whichever was asked (torchrun passes a terminal's Ctrl-C to each): at every
+        10th iteration one small all-reduce tells all of them whether any was asked."""
         self.looping = True
         if process_count() > 1 and iteration % 10 != 0:
             return False
@@ -1889,7 +1828,6 @@ class StopOnCtrlC:
         return self.stopping
 
     def on_ctrl_c(self, signum, frame):
-        """The SIGINT handler: the first in the loop asks, the second insists."""
         if self.asked or not self.looping:
             raise KeyboardInterrupt  # the checkpoint on disk stays whole: saves are atomic
         self.asked = True
