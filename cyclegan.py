@@ -705,24 +705,19 @@ def load_image(path, load_size=None, with_alpha=False):
             alpha = None
             if with_alpha and (img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info):
                 alpha = TF.pil_to_tensor(img.convert("RGBA"))[3:]
-            img = to_rgb(img)
+            if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                # 16-bit greyscale: convert("RGB") would clip it to white, so scale it down.
+                scale = 255 / 65535 if img.getextrema()[1] > 255 else 1
+                img = img.convert("F").point(lambda value: value * scale).convert("L")
+            if img.mode in ("P", "PA", "LA"):
+                img = img.convert("RGBA")  # the route PIL wants for palettes with transparency
+            img = img.convert("RGB")  # CMYK, RGBA, greyscale ...
             if load_size:  # bicubic, as in the official code; smaller images are scaled up
                 img = img.resize((load_size, load_size), Image.BICUBIC)
             pixels = TF.pil_to_tensor(img)
             return (pixels, alpha) if with_alpha else pixels
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise CycleGANError(f"cannot read image {path}: {error}; delete or replace it") from None
-
-
-def to_rgb(img):
-    """Greyscale, 16-bit, RGBA, CMYK or palette image -> 3 channels of 8 bits."""
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        # 16-bit greyscale: convert("RGB") would clip it to white, so scale it down.
-        scale = 255 / 65535 if img.getextrema()[1] > 255 else 1
-        img = img.convert("F").point(lambda value: value * scale).convert("L")
-    if img.mode in ("P", "PA", "LA"):
-        img = img.convert("RGBA")  # the route PIL wants for palettes with transparency
-    return img.convert("RGB")
 
 
 def scale_down(pixels, shorter_side):
@@ -758,9 +753,8 @@ class WriteFailed(CycleGANError):
 def write_file(path, write, append=False):
     """Every file this program writes goes through here. write(f) fills a temporary file beside
     `path`, forced onto the disk (fsync), then renamed over `path` (atomic): a kill at any moment
-    leaves the old file or the new one whole. append=True adds to `path` itself, and a failure
-    cuts it back to its old length. A failure of any kind (a full disk, a second Ctrl-C) leaves
-    no temporary file; an OSError becomes WriteFailed, which says what to do."""
+    leaves the old file or the new one whole. append=True adds to `path`; a failure cuts it back.
+    Any failure leaves no temporary file; an OSError becomes WriteFailed, which says what to do."""
     target = path if append else path + ".tmp"
     length = os.path.getsize(path) if append and os.path.exists(path) else 0
     try:
@@ -790,8 +784,8 @@ def write_file(path, write, append=False):
 
 
 def load_folder(folder, load_size, limit=None):
-    """The images in `folder` (or `limit` of them, evenly spaced by name) -> one (N, 3, load_size,
-    load_size) uint8 tensor: 61 KB per image at 143px, a quarter of what fp32 would take."""
+    """The images in `folder` (or `limit` of them, evenly spaced by name) -> (N, 3, load_size,
+    load_size) uint8: 61 KB per image at 143px, a quarter of what fp32 would take."""
     paths = list_images(folder)
     if limit is not None and len(paths) > limit:
         paths = [paths[index * len(paths) // limit] for index in range(limit)]
@@ -816,8 +810,7 @@ CGROUP_MEMORY_FILES = (
 
 
 def number_in_file(path, key=None):
-    """The number in a file of one number, or after `key` on one of its lines; None if the file,
-    the line or the number is missing (a cgroup without a limit says "max")."""
+    """The first number in a file, or the one after `key`; None if missing (or "max")."""
     try:
         with open(path) as f:
             words = f.read().split()
@@ -926,10 +919,9 @@ def fit_colour_maps(small_input, small_output, radius=GUIDE_RADIUS, eps=GUIDE_EP
 
 
 def apply_colour_maps(maps, photo, strip_pixels=2 ** 20):
-    """(12, h, w) maps from fit_colour_maps, (3, H, W) uint8 photo -> its translation, (3, H, W)
-    uint8. The maps are scaled up bilinearly (pixel centres aligned, as F.interpolate does), a
-    strip of whole rows at a time: about strip_pixels, and at least one row, so the working
-    memory does not grow with the photo's height, nor with its width up to strip_pixels."""
+    """(12, h, w) maps, (3, H, W) uint8 photo -> its translation, (3, H, W) uint8. The maps are
+    scaled up bilinearly, a strip of about strip_pixels (whole rows, at least one) at a time, so
+    the working memory does not grow with the photo's height, nor with its width up to that."""
     height, width = photo.shape[1:]
     rows = max(1, strip_pixels // width)
     out = torch.empty_like(photo)
@@ -1002,38 +994,32 @@ def check_translatable(path, small, generator, device, size):
 # --- 11. Hardware and precision ---------------------------------------------------------------
 # Mixed precision: the networks can run under autocast in bf16 or fp16 (convolutions in 16 bits;
 # weights, optimiser and losses stay fp32): 1.5x-1.8x faster than fp32 on our 2-core CPUs with
-# bf16 instructions (.ci/benchmark.py's docstring). fp16 has a narrow range, so its gradients
-# are scaled up before backward and checked for overflow (the GradScaler); bf16 has fp32's range
-# and needs no scaler.
+# bf16 instructions (.ci/benchmark.py's docstring). fp16's narrow range needs its gradients
+# scaled up before backward and checked for overflow (the GradScaler); bf16 has fp32's range.
 
 def cpu_has_native_bf16():
-    """Whether the CPU computes bf16 in hardware (elsewhere it is emulated, slower than fp32), as
-    Linux's /proc/cpuinfo says; elsewhere we assume not."""
+    """Whether Linux's /proc/cpuinfo lists bf16 instructions (elsewhere bf16 is emulated, slower
+    than fp32); a machine without that file is assumed to have none."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = set(f.read().split())
-    except OSError:  # no such file: not Linux
+    except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def automatic_precision(device):
-    """bf16 on CUDA GPUs of capability 8.0 and later (Ampere on) and on CPUs with bf16
-    instructions; fp16 with a gradient scaler on older CUDA GPUs (Colab's free T4 is 7.5, a V100
-    7.0); else fp32 (Apple's MPS included). We ask for the capability of the chosen device, not
-    torch.cuda.is_bf16_supported(), which says True on a T4 because it counts emulation: cuDNN
-    has no bf16 convolutions before 8.0."""
+    """bf16 on CUDA GPUs of capability 8.0 on (Ampere) and on CPUs with bf16 instructions; fp16 on
+    older CUDA GPUs (Colab's T4 is 7.5); else fp32 (MPS included). Not is_bf16_supported(), which
+    says True on a T4 because it counts emulation: cuDNN has no bf16 convolutions before 8.0."""
     if device.type == "cuda":
-        major, _ = torch.cuda.get_device_capability(device)
-        return "bf16" if major >= 8 else "fp16"
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return "bf16"
-    return "fp32"
+        return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
 
 class Precision:
-    """How the networks compute on `device`: "fp32", or autocast to "bf16" or "fp16", as
-    --precision asks ("auto": automatic_precision's choice). Training and translating share it."""
+    """How the networks compute on `device`, as --precision asks ("auto": automatic_precision's
+    choice); training and translating share it."""
     def __init__(self, name, device):
         self.name = automatic_precision(device) if name == "auto" else name
         self.device_type = device.type
@@ -1063,13 +1049,11 @@ def choose_device(name):
 
 # --- 12. Several GPUs or machines: torchrun ---------------------------------------------------
 # `torchrun --standalone --nproc_per_node=N cyclegan.py ...` starts N copies of this program (one
-# per GPU) and tells each its place in environment variables (RANK, LOCAL_RANK, WORLD_SIZE). This
-# is data-parallel training: every process holds the same networks and trains on its own
-# --batch-size images of the epoch's plan; before each optimiser step the gradients are averaged
-# over the processes, so every process takes the same step and the networks stay identical. One
-# iteration thus trains on N x batch-size images. Only the first process (rank 0) writes: the run
-# folder, checkpoints, sample grids, progress lines. In a run of one process (python cyclegan.py,
-# a notebook) each function below answers as one process alone would.
+# per GPU), each told its place in environment variables (RANK, LOCAL_RANK, WORLD_SIZE). Every
+# process holds the same networks and trains on its own --batch-size images of the epoch's plan;
+# the gradients are averaged over the processes before each optimiser step, so all take the same
+# step and one iteration trains on N x batch-size images. Only the first process (rank 0) writes.
+# Alone (python cyclegan.py, a notebook), each function below answers as one process would.
 
 def process_rank():
     """This process's number among torchrun's; 0 when alone. Outside the process group (before it
@@ -1089,8 +1073,8 @@ def process_count():
 
 
 def start_torchrun_or_choose_device(device_name):
-    """Under torchrun: joins the other processes, NCCL between CUDA GPUs (each process on its own,
-    cuda:LOCAL_RANK), gloo between CPU processes; -> this process's device. Alone: --device's."""
+    """Under torchrun: joins the other processes (NCCL between CUDA GPUs, each process on
+    cuda:LOCAL_RANK; gloo between CPU processes) -> this process's device. Alone: --device's."""
     if int(os.environ.get("WORLD_SIZE", 1)) == 1:
         return choose_device(device_name)
     local_rank = int(os.environ["LOCAL_RANK"])
@@ -1118,10 +1102,9 @@ def seed_this_process(seed):
 
 class GradScaler(torch.amp.GradScaler):
     """torch's gradient scaler (section 11), whose step(optimizer) first averages the gradients
-    over torchrun's processes, in one all-reduce and before fp16's overflow check, so that every
-    process finds the same overflow and takes the same step. (PyTorch's DistributedDataParallel
-    averages during backward instead, but waits for every network it wraps to get gradients,
-    which a discriminator frozen for the generators' step does not.)"""
+    over torchrun's processes, in one all-reduce and before fp16's overflow check, so that all
+    find the same overflow. (DistributedDataParallel averages during backward, but waits for
+    gradients of every network it wraps, which a frozen discriminator does not get.)"""
     def step(self, optimizer):
         if dist.is_initialized():
             grads = [parameter.grad for group in optimizer.param_groups
@@ -1167,17 +1150,15 @@ def from_first_process(value):
 
 
 # --- 13. Starting and ending a run; checkpoints, exact resume, progress -----------------------
-# Everything that decides the future of a run lives in one checkpoint dict: the networks, Adam's
-# moments, the pools' contents, the random state, and the iteration (from which the epoch's image
-# order and learning rate are rebuilt). Restored, the run continues as if it had never
-# stopped: bit for bit on a CPU (a GPU's fastest kernels are not bitwise repeatable). A run saves
-# every --checkpoint-every iterations and when it ends or is stopped.
+# One checkpoint dict holds everything that decides a run's future: the networks, Adam's moments,
+# the pools, the random state, and the iteration (which gives the epoch's image order and the
+# learning rate). Restored, the run continues bit for bit on a CPU (a GPU's fastest kernels are
+# not bitwise repeatable). A run saves every --checkpoint-every iterations and when it stops.
 
 class Batches:
-    """Which images each iteration trains on. Each epoch's plan (section 5) is drawn from a random
-    stream seeded by (seed, epoch) alone, so a resumed run rebuilds the epoch it stopped in and
-    every torchrun process draws the same plan. An iteration has batch_size places for each
-    process; past the epoch's end they wrap round to its start, so every batch is full."""
+    """Which images each iteration trains on. Each epoch's plan (section 5) comes from a random
+    stream seeded by (seed, epoch) alone: a resumed run rebuilds it, and every torchrun process
+    draws the same one and takes its own batch_size places (wrapping round: every batch full)."""
     def __init__(self, data, batch_size, seed):
         self.data = data
         self.batch_size = batch_size
@@ -1195,15 +1176,14 @@ class Batches:
         return self.planned[1]
 
     def get(self, epoch, iteration, device):
-        """The batch of the epoch's `iteration` (from 0) -> real_X, real_Y on `device`."""
+        """-> real_X, real_Y of the epoch's `iteration` (from 0), on `device`."""
         first = (iteration * process_count() + process_rank()) * self.batch_size
         places = torch.arange(first, first + self.batch_size) % self.data.epoch_length
         return self.data.batch(self.plan(epoch), places, device)
 
 
 def announce_run(introduction, training, data, iterations_per_epoch, last, args):
-    """The lines that say what will run: the settings, where a resumed run continues, and the
-    device, the data and the schedule."""
+    """The settings, where a resumed run continues, the device, the data and the schedule."""
     print(introduction, end="")
     epoch = training.iteration // iterations_per_epoch
     if training.iteration > 0:
@@ -1265,10 +1245,8 @@ def checkpoint_parts(training):
 
 
 def save_training(run_folder, training, args, log):
-    """Writes <run_folder>/checkpoint.pt: the training, its settings, and each process's random
-    state and history pools. Under torchrun every process calls it, and the first writes."""
-    # Never save a poisoned model over a good one.
-    log.stop_if_not_finite(training, training.model.parameters())
+    """Writes checkpoint.pt: the training, its settings, each process's random state and pools."""
+    log.stop_if_not_finite(training, training.model.parameters())  # never over a good one
     own = {"rng": torch.get_rng_state(),
            "pool_X": [image.cpu() for image in training.pool_X.images],
            "pool_Y": [image.cpu() for image in training.pool_Y.images]}
@@ -1285,11 +1263,10 @@ def save_training(run_folder, training, args, log):
 def restore_training(training, checkpoint):
     """Puts a checkpoint's state into a freshly built training, which then continues it."""
     for name, part in checkpoint_parts(training).items():
-        # Only fp16 has a gradient scaler with a state (one switched off saves {}); a run resumed
-        # in another precision than it was saved in starts with a fresh one.
-        if name == "scaler" and not (part.is_enabled() and checkpoint["scaler"]):
-            continue
-        part.load_state_dict(checkpoint[name])
+        # Only fp16's scaler has a state (one switched off saves {}): another precision than the
+        # saved one starts with a fresh scaler.
+        if name != "scaler" or (part.is_enabled() and checkpoint["scaler"]):
+            part.load_state_dict(checkpoint[name])
     training.iteration = checkpoint["iteration"]
     saved = checkpoint["processes"]
     if len(saved) != process_count():
@@ -1304,8 +1281,7 @@ def restore_training(training, checkpoint):
 
 
 def read_torch_file(path, what):
-    """A .pt or .pth file -> its dict (on the CPU), or a one-line error that names the file as
-    `what` (a checkpoint, a model file)."""
+    """A .pt or .pth file -> its dict, or a one-line error that calls it `what`."""
     if not os.path.isfile(path):
         raise CycleGANError(f"no {what} at {path}")
     try:
@@ -1318,8 +1294,9 @@ def read_torch_file(path, what):
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:150]
         if not start.startswith((b"PK", b"\x80")):
             shown = start.decode("ascii", "replace").split("\n")[0]
-            reason = f"not a PyTorch file (it begins {shown!r}); download or copy it again"
-        raise CycleGANError(f"cannot read {what} {path}: {reason}") from None
+            reason = f"not a PyTorch file (it begins {shown!r})"
+        raise CycleGANError(f"cannot read {what} {path}: {reason}; download or copy it again, or "
+                            "check the path") from None
     if not isinstance(state, dict):
         raise CycleGANError(f"{path} holds a {type(state).__name__}, not a {what}")
     return state
@@ -1336,23 +1313,22 @@ def load_checkpoint(path):
 
 class ProgressLog:
     """Progress lines, losses.csv, sample grids with the not-learning check, and the closing
-    line. The loop adds each iteration's losses still on the device, to be read when a line is
-    written. Under torchrun the logged losses are the means over the processes, and the first
-    process writes."""
+    line. The losses stay on the device until a line is written. Under torchrun the logged losses
+    are the means over the processes, and the first process writes."""
     def __init__(self, run_folder, training, data, test_X, test_Y):
         self.run_folder = run_folder
         self.device = training.device
         self.test_X = test_X  # the sample grids' fixed test images
         self.test_Y = test_Y
         # Section 7's baseline, each domain's average image, for the check at every grid
-        self.average_X = average_image(data.images_X, data.image_size)  # on the CPU
+        self.average_X = average_image(data.images_X, data.image_size)
         self.average_Y = average_image(data.images_Y, data.image_size)
         self.high_ratios = []  # (iteration, ratio) of the latest checks in a row above the limit
         self.checked = None  # the iteration last checked; "warned" once the run has been warned
         self.loss_sums = 0  # each loss summed over the iterations since the last line
         self.since_line = 0
         self.iterations = 0  # since this log started
-        self.notebook = NotebookDisplay() if in_notebook() else None
+        self.shown = {}  # in a notebook: name -> the handle of an output updated in place
         if self.device.type == "cuda":  # this run's own peak: a notebook may run several
             torch.cuda.reset_peak_memory_stats(self.device)
         if first_process() and os.path.exists(f"{run_folder}/losses.csv"):
@@ -1362,8 +1338,7 @@ class ProgressLog:
         self.last_time = self.started  # when the last iteration ended
 
     def keep_rows_up_to(self, iteration):
-        """losses.csv keeps the rows up to `iteration`, where the run continues: a resumed run
-        logs again the iterations that a run killed before its next save had logged."""
+        """A resumed run logs again what a run killed before its next save had logged: drop it."""
         path = f"{self.run_folder}/losses.csv"
         with open(path) as f:
             lines = f.readlines()
@@ -1379,9 +1354,9 @@ class ProgressLog:
         self.last_time = time.perf_counter()
 
     def stop_if_not_finite(self, training, values):
-        """A NaN would poison every later step: stop, and keep the last good checkpoint. The
-        logged losses are checked at every line; the weights before every save (a step can leave
-        non-finite weights behind a finite loss). Every process checks the same numbers."""
+        """A NaN would poison every later step: stop, keeping the last good checkpoint. Checked:
+        the logged losses, and the weights before every save (a step can leave non-finite weights
+        behind a finite loss)."""
         for value in values:
             if not torch.isfinite(value).all():
                 raise CycleGANError(
@@ -1389,10 +1364,17 @@ class ProgressLog:
                     f"{training.iteration}; {self.run_folder}/checkpoint.pt keeps the last good "
                     "state. Try a lower --lr or --precision fp32")
 
+    def show(self, name, content):
+        """In a notebook: one output per name, updated in place (IPython is in every kernel)."""
+        from IPython import display
+        if name in self.shown:
+            self.shown[name].update(content)
+        else:
+            self.shown[name] = display.display(content, display_id=True)
+
     def write(self, training, epoch, last_iteration):
-        """A progress line (in a notebook: one line, updated in place) and a losses.csv row: the
-        mean losses and wall time per iteration since the last line (sample grids and saves
-        included), and the ETA from that time."""
+        """A progress line and a losses.csv row: the mean losses and wall time per iteration since
+        the last line (sample grids and saves included), and the ETA from that time."""
         mean_losses = mean_over_processes(self.loss_sums / self.since_line)
         self.stop_if_not_finite(training, [mean_losses])
         seconds = (self.last_time - self.line_time) / self.since_line
@@ -1408,8 +1390,9 @@ class ProgressLog:
         if training.iteration == 1:  # slower than the rest (memory allocation, kernel choice)
             speed = f"{seconds:.3f} s for this iteration (no ETA yet)"
         line = f"epoch {epoch + 1} it {training.iteration}/{last_iteration} | {shown} | {speed}"
-        if self.notebook is not None:
-            self.notebook.show("progress", self.notebook.display.Pretty(line))
+        if in_notebook():
+            from IPython.display import Pretty
+            self.show("progress", Pretty(line))
         else:
             print(line, flush=True)
         row = [training.iteration, epoch + 1, f"{training.opt_G.param_groups[0]['lr']:.6g}",
@@ -1422,7 +1405,7 @@ class ProgressLog:
 
     def sample(self, training, name):
         """samples/<name>.png, losses.png redrawn from losses.csv (in a notebook both are shown,
-        each in place of the last), and the check that the cycle brings the test images back."""
+        each in place of the last), and the not-learning check."""
         grid_path = f"{self.run_folder}/samples/{name}.png"
         os.makedirs(os.path.dirname(grid_path), exist_ok=True)
         rows = save_sample_grid(training.model, self.test_X.to(self.device),
@@ -1430,18 +1413,21 @@ class ProgressLog:
         curves_path = f"{self.run_folder}/losses.png"
         draw_loss_curves(f"{self.run_folder}/losses.csv", curves_path)
         self.check_cycle(training.iteration, rows, grid_path, curves_path)
-        if self.notebook is not None:
-            self.notebook.show("grid", self.notebook.display.Image(filename=grid_path))
+        if in_notebook():
+            from IPython.display import Image as Picture
+            self.show("grid", Picture(filename=grid_path))
             if os.path.exists(curves_path):
-                self.notebook.show("curves", self.notebook.display.Image(filename=curves_path))
+                self.show("curves", Picture(filename=curves_path))
 
     def check_cycle(self, iteration, rows, grid_path, curves_path):
-        """The not-learning check (the rule: the comment above cycle_error_ratios), once an
-        iteration (the last grid may repeat one) and until it warns."""
+        """The not-learning check (the comment above CYCLE_WARNING_RATIO), once an iteration (the
+        last grid may repeat one), until it warns."""
         if iteration < CYCLE_WARNING_FROM or self.checked in (iteration, "warned"):
             return
         self.checked = iteration
-        ratio = max(cycle_error_ratios(rows, self.average_X, self.average_Y).values())
+        x, _, back_X, y, _, back_Y = rows
+        ratio = max(cycle_error_ratio(x, back_X, self.average_X),
+                    cycle_error_ratio(y, back_Y, self.average_Y))
         high = ratio > CYCLE_WARNING_RATIO
         self.high_ratios = self.high_ratios + [(iteration, ratio)] if high else []
         if len(self.high_ratios) == CYCLE_WARNING_CHECKS:
@@ -1455,8 +1441,7 @@ class ProgressLog:
                   flush=True)
 
     def summary(self, finished=True):
-        """`done: ...` (or `stopped: ...` for an interrupted run): the iterations, the wall time
-        and their quotient."""
+        """`done: ...` (`stopped: ...` after Ctrl-C): iterations, wall time and their quotient."""
         if self.iterations == 0:
             return "done: no iterations to run"
         wall = self.last_time - self.started
@@ -1484,8 +1469,8 @@ def save_sample_grid(model, test_X, test_Y, precision, path):
 
 
 def average_image(images, size):
-    """(N, 3, load, load) uint8 -> the mean of their centre crops, (3, size, size) in [-1, 1];
-    summed a thousand at a time, never a float copy of the whole domain."""
+    """(N, 3, load, load) uint8 -> the mean of their centre crops, (3, size, size) in [-1, 1],
+    summed a thousand at a time (never a float copy of the whole domain)."""
     total = torch.zeros(3, size, size)
     for chunk in images.split(1000):
         total += TF.center_crop(chunk, size).float().sum(0)
@@ -1507,15 +1492,10 @@ CYCLE_WARNING_CHECKS = 2
 CYCLE_WARNING_FROM = 100
 
 
-def cycle_error_ratios(rows, average_X, average_Y):
-    """The sample grid's rows -> {"X": mean |F(G(x)) - x| / mean |average X - x|, "Y": the same
-    for G(F(y)) and y}, over the grid's test images (one image is enough)."""
-    x, _, back_X, y, _, back_Y = rows
-    ratios = {}
-    for name, real, back, average in (("X", x, back_X, average_X), ("Y", y, back_Y, average_Y)):
-        baseline = (average.to(real.device) - real).abs().mean().clamp(min=1e-6)
-        ratios[name] = ((back - real).abs().mean() / baseline).item()
-    return ratios
+def cycle_error_ratio(real, back, average):
+    """mean |F(G(x)) - x| / mean |average x - x| over the grid's test images (one is enough)."""
+    baseline = (average.to(real.device) - real).abs().mean().clamp(min=1e-6)
+    return ((back - real).abs().mean() / baseline).item()
 
 
 # The loss curves: one panel per kind of term, each loss smoothed (a running mean), its logged
@@ -1558,21 +1538,6 @@ def draw_loss_curves(csv_path, png_path, width=640, panel_height=180):
     draw.text((40, picture.height - 14), f"iterations {rows[0][0]} to {rows[-1][0]}",
               fill="black")
     write_file(png_path, lambda f: picture.save(f, format="PNG"))
-
-
-class NotebookDisplay:
-    """In Jupyter or Colab: the progress line, the newest sample grid and the loss curves, each
-    one output updated in place, instead of thousands of lines (IPython is in every kernel)."""
-    def __init__(self):
-        from IPython import display
-        self.display = display
-        self.shown = {}  # name -> the handle of its output
-
-    def show(self, name, content):
-        if name in self.shown:
-            self.shown[name].update(content)
-        else:
-            self.shown[name] = self.display.display(content, display_id=True)
 
 
 # --- 14. Generator files: ours and the authors' -----------------------------------------------
@@ -1627,19 +1592,18 @@ def generator_from_state_dict(state, path):
     weights = {key: value for key, value in state.items()
                if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))}
     first = weights.get("model.1.weight")  # c7s1-64's kernels: (ngf, 3, 7, 7)
-    if not (torch.is_tensor(first) and first.dim() == 4):
-        reason = f"no model.1.weight among {', '.join(list(weights)[:3]) or 'no keys'}, ..."
-    else:
-        # Each residual block is one layer index N with keys model.N.conv_block.*
-        n_blocks = len({key.split(".")[1] for key in weights if ".conv_block." in key})
-        generator = Generator(len(first), n_blocks)
-        try:
-            generator.load_state_dict(weights)
-            return generator
-        except RuntimeError as error:  # its first reason is the useful line
-            reason = f"ngf {len(first)}, {n_blocks} blocks: {str(error).splitlines()[1].strip()}"
-    raise CycleGANError(f"{path} holds no generator that fits ({reason[:150]}); expected a "
-                        "cyclegan.py checkpoint, or a generator state_dict in the official naming")
+    ngf = len(first) if torch.is_tensor(first) and first.dim() == 4 else 64
+    # Each residual block is one layer index N with keys model.N.conv_block.*
+    n_blocks = len({key.split(".")[1] for key in weights if ".conv_block." in key})
+    generator = Generator(ngf, n_blocks)
+    try:
+        generator.load_state_dict(weights)
+    except RuntimeError as error:  # its first reason is the useful line
+        reason = f"ngf {ngf}, {n_blocks} blocks: {str(error).splitlines()[1].strip()}"
+        raise CycleGANError(f"{path} holds no generator that fits ({reason[:150]}); expected a "
+                            "cyclegan.py checkpoint, or a generator state_dict in the official "
+                            "naming") from None
+    return generator
 
 
 # --- 15. Run folders and settings -------------------------------------------------------------
@@ -1689,9 +1653,8 @@ def latest_run_folder(data, or_else=""):
 
 
 def claim_free_name(base, extension, create):
-    """Creates and returns the first free one of base + extension, base2 + extension, ...:
-    create(path) fails if the path exists (os.makedirs, new_file), so two commands started
-    together take two names, and nothing is overwritten."""
+    """Creates and returns the first free one of base + extension, base2 + extension, ...: create
+    fails if the path exists, so two commands started together take two names."""
     number = 1
     while True:
         path = base + (str(number) if number > 1 else "") + extension
@@ -1709,9 +1672,8 @@ def new_file(path):
 @contextlib.contextmanager
 def lock_run_folder(run_folder):
     """Holds a lock on the run folder while this process trains in it, and refuses one that a
-    live process holds (a second command with the same --out, a --resume while the run trains).
-    The system releases the lock when the process ends, however it ends. Windows has no such
-    locks (no fcntl)."""
+    live process holds (the same --out twice, a --resume while the run trains); the system
+    releases it when the process ends, however it ends (no such locks on Windows)."""
     os.makedirs(run_folder, exist_ok=True)
     lock = None if fcntl is None else os.open(run_folder, os.O_RDONLY)
     try:
@@ -1740,10 +1702,9 @@ def lock_run_folder(run_folder):
 
 
 def prepare_run(typed):
-    """Flags typed on the command line -> (args: the settings in force, run folder, checkpoint or
-    None, a text that says which settings are in force and where they came from). Each setting
-    comes from the last of: the tables above, DEMO_SETTINGS (a new --data demo run), the
-    checkpoint (a resumed run), the flags typed."""
+    """Flags typed -> (the settings in force, run folder, checkpoint or None, a text saying where
+    the settings came from). Each comes from the last of: the tables above, DEMO_SETTINGS (a new
+    demo run), the checkpoint (a resumed run), the flags typed."""
     data = typed.get("data", DEFAULT_SETTINGS["data"][0])
     defaults = {key: value for key, (value, _) in {**DEFAULT_SETTINGS, **RUNNING_SETTINGS}.items()}
     run_folder = typed.get("out")
@@ -1840,8 +1801,8 @@ class StopOnCtrlC:
 
 
 # --- 17. The demo's landscapes ----------------------------------------------------------------
-# Section 7 explains the task; here is how its scenes are drawn. Each scene number seeds 7 random
-# numbers that place a sun and shape a ridge of hills; the season only picks the colours.
+# Section 7 explains the task. Each scene number seeds 7 random numbers that place a sun and
+# shape a ridge of hills; the season only picks the colours.
 SEASONS = {  # sky at the top, sky at the horizon, ground, sun: RGB in [0, 1]
     "summer": ((0.25, 0.45, 0.85), (0.6, 0.8, 1.0), (0.3, 0.65, 0.2), (1.0, 0.85, 0.2)),
     "winter": ((0.3, 0.38, 0.55), (0.62, 0.68, 0.78), (0.95, 0.95, 0.97), (1, 0.97, 0.85)),
@@ -1880,21 +1841,12 @@ def draw_demo_dataset(args):
     return UnpairedImages(images_X, images_Y, args.image_size), test_X, test_Y
 
 
-def print_demo_check(model, size, precision):
-    """The end of a demo run: how close its translations came to the true answers."""
-    errors = demo_translation_errors(model, size, precision)
-    print(f"demo check, mean |error| on 64 held-out scenes: G(x) vs true y {errors['XtoY']:.3f}, "
-          f"F(y) vs true x {errors['YtoX']:.3f}; doing nothing {errors['identity']:.3f}, "
-          f"average target image {errors['average_XtoY']:.3f} / {errors['average_YtoX']:.3f}")
-
-
 def write_demo_photos(run_folder, size):
     """A few held-out summer scenes as PNG files, for trying --translate on the demo's model
     (which knows drawn landscapes only: a real photo would tell nothing)."""
     folder = os.path.join(run_folder, "held_out_summer")
     os.makedirs(folder, exist_ok=True)
-    scenes = demo_images(DEMO_TEST_FIRST + 200, 4, size, "summer")
-    for number, scene in enumerate(scenes):
+    for number, scene in enumerate(demo_images(DEMO_TEST_FIRST + 200, 4, size, "summer")):
         save_png(scene, os.path.join(folder, f"scene_{number}.png"))
     print(f"held-out summer scenes in {folder}/; translate them to winter with:\n  "
           + command_to_run(["--data", "demo", "--translate", folder], one_process=True))
@@ -1991,9 +1943,8 @@ def command_to_run(arguments, one_process=False):
 
 
 def train_from_flags(typed):
-    """Training as the command line asks for it. A run stopped by Ctrl-C exits with status 130
-    (as shells report a program ended by SIGINT), so that `python cyclegan.py ... && next_step`
-    does not go on; a notebook just returns."""
+    """Training as the command line asks. Stopped by Ctrl-C, it exits with status 130 (as shells
+    report SIGINT), so that `python cyclegan.py ... && next_step` does not go on."""
     device = start_torchrun_or_choose_device(typed.get("device", "auto"))
     # Under torchrun only the first process prints; it also decides the run folder, locks it and
     # reads the checkpoint, and the others take its word.
@@ -2026,13 +1977,16 @@ def train_from_flags(typed):
 
 def print_next_steps(model, args, run_folder, device):
     """After a run: the demo's check (section 7), or how to translate with the model."""
-    if args.data == "demo":
-        print_demo_check(model, args.image_size, Precision(args.precision, device))
-        write_demo_photos(run_folder, args.load_size)
-    else:
+    if args.data != "demo":
         print("translate photos with this model:\n  " + command_to_run(
             ["--translate", "PHOTO_OR_FOLDER", "--checkpoint", f"{run_folder}/checkpoint.pt"],
             one_process=True))
+        return
+    errors = demo_translation_errors(model, args.image_size, Precision(args.precision, device))
+    print(f"demo check, mean |error| on 64 held-out scenes: G(x) vs true y {errors['XtoY']:.3f}, "
+          f"F(y) vs true x {errors['YtoX']:.3f}; doing nothing {errors['identity']:.3f}, "
+          f"average target image {errors['average_XtoY']:.3f} / {errors['average_YtoX']:.3f}")
+    write_demo_photos(run_folder, args.load_size)
 
 
 def main(argv=None):
