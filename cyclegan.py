@@ -1123,30 +1123,13 @@ def mean_over_processes(tensor):
     return total / process_count()
 
 
-def any_process(flag):
-    """True on every process if `flag` is True on any. Under torchrun it waits for them all."""
-    if not dist.is_initialized():
-        return flag
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    return mean_over_processes(torch.tensor([float(flag)], device=device)).item() > 0
-
-
-def gather_on_first_process(value):
-    """Every process's value, as a list on the first process (None on the others)."""
+def every_process(value):
+    """Every process's value, in rank order, on every process (under torchrun it waits for all)."""
     if not dist.is_initialized():
         return [value]
-    values = [None] * process_count() if first_process() else None
-    dist.gather_object(value, values, dst=0)
+    values = [None] * process_count()
+    dist.all_gather_object(values, value)
     return values
-
-
-def from_first_process(value):
-    """The first process's value, on every process."""
-    if not dist.is_initialized():
-        return value
-    values = [value]
-    dist.broadcast_object_list(values, src=0)
-    return values[0]
 
 
 # --- 13. Starting and ending a run; checkpoints, exact resume, progress -----------------------
@@ -1250,13 +1233,13 @@ def save_training(run_folder, training, args, log):
     own = {"rng": torch.get_rng_state(),
            "pool_X": [image.cpu() for image in training.pool_X.images],
            "pool_Y": [image.cpu() for image in training.pool_Y.images]}
-    every_process = gather_on_first_process(own)
+    processes = every_process(own)
     if not first_process():
         return
     state = {name: part.state_dict() for name, part in checkpoint_parts(training).items()}
     state["iteration"] = training.iteration
     state["settings"] = vars(args)
-    state["processes"] = every_process
+    state["processes"] = processes
     write_file(os.path.join(run_folder, "checkpoint.pt"), lambda f: torch.save(state, f))
 
 
@@ -1781,11 +1764,11 @@ class StopOnCtrlC:
     def requested(self, iteration):
         """Whether the loop should end now. Under torchrun every process must stop after the same
         iteration, whichever was asked (torchrun passes a terminal's Ctrl-C to each): at every
-        10th iteration one small all-reduce tells all of them whether any was asked."""
+        10th iteration they all tell each other whether they were asked."""
         self.looping = True
         if process_count() > 1 and iteration % 10 != 0:
             return False
-        self.stopping = any_process(self.asked)
+        self.stopping = any(every_process(self.asked))
         return self.stopping
 
     def on_ctrl_c(self, signum, frame):
@@ -1955,7 +1938,7 @@ def train_from_flags(typed):
     try:
         with contextlib.redirect_stdout(output), StopOnCtrlC() as stop:
             prepared = prepare_run(typed) if first_process() else None
-            args, run_folder, checkpoint, introduction = from_first_process(prepared)
+            args, run_folder, checkpoint, introduction = every_process(prepared)[0]
             with lock_run_folder(run_folder) if first_process() else contextlib.nullcontext():
                 try:
                     model = train(args, run_folder, checkpoint, introduction, stop, device)
