@@ -651,9 +651,8 @@ def translate(typed):
 # ==============================================================================================
 # --- 9. Image files and dataset folders -------------------------------------------------------
 # Reading datasets and photos, writing every file (atomically), and refusing work that would not
-# fit in memory before it starts.
+# fit in memory before it starts. The datasets are download_data.sh's (a test compares the lists).
 
-# The datasets that download_data.sh can fetch (a test checks that the two lists agree).
 DOWNLOADABLE_DATASETS = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2photo",
                          "cezanne2photo", "ukiyoe2photo", "vangogh2photo", "maps", "facades",
                          "iphone2dslr_flower", "ae_photos", "mini", "mini_pix2pix",
@@ -881,11 +880,9 @@ def gather_images(paths):
 # transform, not as pixels: in each 5x5 neighbourhood of the small pair (input p, translation q)
 # the affine colour map q ~ A p + b (A 3x3) is fitted by least squares, with a small ridge eps so
 # that flat patches get a plain shift of colour; each pixel takes the mean of the maps that cover
-# it; the maps (12 numbers a pixel) are scaled up bilinearly and applied to the photo's own
-# pixels. This is the guided filter of He, Sun and Tang ("Guided Image Filtering", 2010/2013,
-# which applies it to joint upsampling), fitted at low resolution as in He and Sun's "Fast Guided
-# Filter" (2015). README.md, "Translate your own photos", says what it keeps and cannot carry.
-# The radius and the ridge are our choices; the tests check the result against known answers.
+# it; the maps are scaled up bilinearly and applied to the photo's own pixels. This is the guided
+# filter of He, Sun and Tang (2010/2013), fitted at low resolution as in He and Sun's "Fast Guided
+# Filter" (2015). The radius and the ridge are our choices, checked by the tests on known answers.
 GUIDE_RADIUS = 2  # the neighbourhoods are (2 * 2 + 1)^2 pixels of the small image
 GUIDE_EPS = 1e-3  # the ridge, in the [-1, 1] units of the pixels, squared
 
@@ -1462,14 +1459,11 @@ def average_image(images, size):
 
 # The not-learning check. A generator that ignores its input, or keeps only its layout and loses
 # what the way back needs, cannot bring x back through the cycle: F(G(x)) is then no closer to x
-# than X's average image is (section 7's baseline). So at each sample grid the check takes, for
-# each direction, the cycle's error on the grid's test images as a share of the average image's
-# error on them, and warns (once a run, and the run goes on) when the larger is above
-# CYCLE_WARNING_RATIO at CYCLE_WARNING_CHECKS grids in a row, counting grids from iteration
-# CYCLE_WARNING_FROM on. `python .ci/calibrate_warning.py` measured it (grids every 50 from
-# iteration 100): four tasks made of nature photos that did not learn were at 1.10-1.34 at 100 and
-# 150 and at least 1.08 up to 250; two that learned were at 1.17-1.19 at 100, 0.99-1.01 at 150
-# and at most 0.89 after; the demo (seeds 0-7) was at most 0.93 from 100 on (1.32 before).
+# than X's average image (section 7's baseline). So at each sample grid, for each direction, the
+# cycle's error on the test images is divided by the average image's, and the run is warned (once;
+# it goes on) when the larger is above CYCLE_WARNING_RATIO at CYCLE_WARNING_CHECKS grids in a row
+# from iteration CYCLE_WARNING_FROM. README.md, "When it does not learn", gives the margins that
+# `python .ci/calibrate_warning.py` measured on real photos and on the demo.
 CYCLE_WARNING_RATIO = 1.05
 CYCLE_WARNING_CHECKS = 2
 CYCLE_WARNING_FROM = 100
@@ -1524,11 +1518,10 @@ def draw_loss_curves(csv_path, png_path, width=640, panel_height=180):
 
 
 # --- 14. Generator files: ours and the authors' -----------------------------------------------
-# A Generator's state_dict keys are the official ones (section 1), so the authors' published
-# generators (bash download_data.sh pretrained NAME) load unchanged, and
-# torch.save(model.G_XtoY.state_dict(), path) writes a file their loader reads. Their files, saved
-# by older PyTorch, also hold instance-norm running statistics that the network never uses
-# (track_running_stats is off); like the official loader, we drop them.
+# A Generator's state_dict keys are the official ones (section 1): the authors' generators (bash
+# download_data.sh pretrained NAME) load unchanged, and torch.save(model.G_XtoY.state_dict(), path)
+# writes a file their loader reads. Their files also hold instance-norm running statistics that
+# the network never uses (track_running_stats is off); like the official loader, we drop them.
 
 def generator_for_translation(typed):
     """--translate's generator: from --checkpoint FILE, or the newest run of --data. -> (the
@@ -1837,9 +1830,8 @@ def write_demo_photos(run_folder, size):
 
 # --- 18. Command line and notebooks -----------------------------------------------------------
 # From a shell, the file trains (or translates) at once. Pasted into a notebook cell, it only
-# defines everything: a cell that silently starts hours of training is a trap. In a notebook,
-# main([...]) takes the flags as a list, and a user error prints one line instead of raising
-# SystemExit (whose traceback would keep the run's model and images alive in memory).
+# defines everything (a cell that silently starts hours of training is a trap); main([...]) takes
+# the flags, and a user error prints one line instead of raising SystemExit.
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a mistyped flag is our usual one-line error, not a usage block and exit 2
