@@ -138,15 +138,6 @@ def command_line(args, cwd):
 
 # --- 1. Networks ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("size, patches", [(128, 14), (256, 30)])
-def test_networks_shapes_at_paper_sizes(size, patches):
-    torch.manual_seed(0)
-    with torch.no_grad():
-        image = torch.rand(1, 3, size, size) * 2 - 1
-        assert cyclegan.Generator()(image).shape == (1, 3, size, size)
-        assert cyclegan.Discriminator()(image).shape == (1, 1, patches, patches)
-
-
 def test_discriminator_scores_70x70_patches():
     """An output score depends on the pixels of a 70x70 window and no others. (Instance norm
     mixes in whole-image statistics, so it is left out for this check of the convolutions.)"""
@@ -161,13 +152,6 @@ def test_discriminator_scores_70x70_patches():
     assert rows.max() - rows.min() + 1 == 70
 
 
-def test_parameter_counts_match_official_code():
-    def count(net):
-        return sum(p.numel() for p in net.parameters())
-    assert count(cyclegan.Generator()) == 7_837_699
-    assert count(cyclegan.Discriminator()) == 2_764_737
-
-
 def official_keys(n_blocks=9):
     """The official ResNet generator's state_dict keys, in order (from its networks.py)."""
     keys = ["model.1", "model.4", "model.7"]
@@ -176,13 +160,20 @@ def official_keys(n_blocks=9):
     return [f"{key}.{kind}" for key in keys for kind in ("weight", "bias")]
 
 
-def test_generator_state_dict_has_the_official_keys_and_shapes():
+def test_networks_have_the_official_parameters_keys_and_shapes():
+    assert sum(p.numel() for p in cyclegan.Generator().parameters()) == 7_837_699
+    assert sum(p.numel() for p in cyclegan.Discriminator().parameters()) == 2_764_737
     state = cyclegan.Generator(64, 9).state_dict()
     assert list(state) == official_keys(9)
     assert state["model.1.weight"].shape == (64, 3, 7, 7)
     assert state["model.10.conv_block.1.weight"].shape == (256, 256, 3, 3)
     assert state["model.19.weight"].shape == (256, 128, 3, 3)  # transposed: (in, out, k, k)
     assert state["model.26.weight"].shape == (3, 64, 7, 7)
+    with torch.no_grad():
+        for size, patches in ((128, 14), (256, 30)):
+            image = torch.rand(1, 3, size, size) * 2 - 1
+            assert cyclegan.Generator(8, 2)(image).shape == (1, 3, size, size)
+            assert cyclegan.Discriminator(8)(image).shape == (1, 1, patches, patches)
 
 
 def test_weights_are_initialised_from_normal_0_002():
@@ -483,20 +474,6 @@ def test_learning_rate_is_constant_then_falls_linearly_to_zero():
     assert cyclegan.learning_rate(200, paper) == pytest.approx(0)
 
 
-@pytest.mark.parametrize("run_dir", [{"n_x": 2, "n_y": 2}], indirect=True)
-def test_training_run_applies_the_schedule(run_dir, capsys):
-    run_main([*TINY, "--epochs", "2", "--decay-epochs", "2", "--lr", "0.001",
-              "--log-every", "1"], capsys)
-    state = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
-    assert state["iteration"] == 8  # 4 epochs of 2
-    learning_rates = [float(line.split(",")[2]) for line in open("runs/data/losses.csv")
-                      .read().splitlines()[1:]]
-    thirds = [3, 3, 3, 3, 2, 2, 1, 1]  # 2 epochs at the full rate, 2 falling by 1/3 each
-    assert learning_rates == pytest.approx([0.001 * n / 3 for n in thirds], rel=1e-5)
-    for name in ("optimizer_G", "optimizer_D"):  # the last epoch's rate
-        assert state[name]["param_groups"][0]["lr"] == pytest.approx(0.001 / 3)
-
-
 @slow
 def test_two_iteration_command_line_run_writes_its_outputs(run_dir):
     result = command_line([*TINY, "--max-iters", "2", "--sample-every", "1",
@@ -601,21 +578,12 @@ def demo_check_passes(errors):
 
 
 def test_the_demo_check_fails_a_generator_that_ignores_its_input():
-    """The bar above is not met by a generator that outputs one image whatever it is given."""
-    torch.manual_seed(0)
-    model = cyclegan.CycleGAN(16, 16, 2)
+    """The bar above is not met by the best answer that ignores the input: the average target."""
     winter = cyclegan.to_model_range(cyclegan.demo_images(0, 200, 32, "winter")).mean(0)
     summer = cyclegan.to_model_range(cyclegan.demo_images(200, 200, 32, "summer")).mean(0)
-
-    class Constant(torch.nn.Module):  # the best input-blind answer: the average target image
-        def __init__(self, image):
-            super().__init__()
-            self.image = torch.nn.Parameter(image)
-
-        def forward(self, x):
-            return self.image.expand_as(x) + 0 * x
-
-    model.G_XtoY, model.G_YtoX = Constant(winter), Constant(summer)
+    model = argparse.Namespace(G_XtoY=lambda x: winter.expand_as(x),
+                               G_YtoX=lambda y: summer.expand_as(y),
+                               parameters=lambda: iter([torch.zeros(1)]))
     precision = cyclegan.Precision("fp32", torch.device("cpu"))
     errors = cyclegan.demo_translation_errors(model, 32, precision)
     assert not demo_check_passes(errors), errors
@@ -759,37 +727,27 @@ def test_the_sample_grids_show_test_images_spread_over_the_test_set(run_dir, cap
 # --- 8. Using the trained model ---------------------------------------------------------------
 
 def test_translate_scales_photos_to_the_size_the_model_learned(run_dir, capsys):
-    """Photos larger than the checkpoint's load size (36px here) are translated scaled down to
-    that shorter side (keeping their aspect ratio, unlike the official test script's 256 x 256),
-    and come back at their own size and orientation; --small-output keeps the translation at the
-    size it was made at; smaller photos are translated as they are; --translate-size original
-    runs the generator at every photo's own size."""
+    """Photos larger than the checkpoint's load size (36px here) are translated at that shorter
+    side (keeping their aspect ratio) and come back at their own size and orientation, or stay
+    small with --small-output; smaller photos are translated as they are; --translate-size sets
+    the size, 'original' at every photo's own."""
     run_main([*TINY, "--max-iters", "1"], capsys)
     write_image("photos/odd.jpg", size=(301, 217))
     write_image("photos/more/a.png", "RGBA", size=(30, 20))
-    write_image("photos/more/b.png", "L", size=(64, 48))
     phone_photo("photos/phone.jpg", size=(400, 300))  # upright 300 wide, 400 high
     translate = ["--data", "data", "--translate", "photos/odd.jpg", "photos/more",
                  "photos/phone.jpg", "--direction", "YtoX"]
-    printed = run_main([*translate, "--out", "translated"], capsys).out
+    printed = run_main(translate, capsys).out
     assert ("translating with runs/data/checkpoint.pt: photos larger than 36px are translated at "
             "a shorter side of 36px (--translate-size sets it, 'original' for their own), and "
-            "the translation carried back to the photo's size (--small-output keeps it small)")\
-        in printed
-    assert ("photos/phone.jpg -> translated/phone_YtoX.png (300x400, translated at 36x48)"
-            in printed)
-    assert "done: translated 4 images YtoX" in printed
-    assert Image.open("translated/odd_YtoX.png").size == (301, 217)
-    assert Image.open("translated/phone_YtoX.png").size == (300, 400)  # upright
+            "the translation carried back to the photo's size (--small-output keeps it small)\n"
+            "photos/odd.jpg -> translated/odd_YtoX.png (301x217, translated at 50x36)\n") in printed
+    assert "photos/phone.jpg -> translated/phone_YtoX.png (300x400, translated at 36x48)" in printed
+    assert "done: translated 3 images YtoX" in printed
     printed = run_main([*translate, "--out", "small", "--small-output"], capsys).out
     assert "photos/phone.jpg -> small/phone_YtoX.png (36x48)" in printed
-    assert Image.open("small/odd_YtoX.png").size == (50, 36)  # 301 x 217 scaled by 36/217
-    for folder in ("translated", "small"):
-        assert Image.open(f"{folder}/a_YtoX.png").size == (30, 20)  # smaller: not enlarged
-    assert Image.open("small/b_YtoX.png").size == (48, 36) and Image.open(
-        "small/b_YtoX.png").mode == "RGB"
-    phone = TF.pil_to_tensor(Image.open("small/phone_YtoX.png"))
-    assert phone.shape == (3, 48, 36)
+    assert [Image.open(f"small/{name}_YtoX.png").size for name in ("odd", "a", "phone")] == [
+        (50, 36), (30, 20), (36, 48)]  # a: smaller, not enlarged
     # the output is the generator's, not a copy of the input, rounded to the nearest 8-bit value
     model = cyclegan.CycleGAN(4, 4, 1)
     model.load_state_dict(cyclegan.load_checkpoint("runs/data/checkpoint.pt")["model"])
@@ -798,20 +756,12 @@ def test_translate_scales_photos_to_the_size_the_model_learned(run_dir, capsys):
         expected = cyclegan.to_pixels(cyclegan.translate_image(model.G_YtoX, image)[0])
     written = TF.pil_to_tensor(Image.open("translated/a_YtoX.png"))
     assert torch.equal(written[:3], expected) and written[3].min() == 255  # its alpha, opaque
-    printed = run_main(["--data", "data", "--translate", "photos/phone.jpg", "--out", "full",
-                        "--translate-size", "original", "--precision", "fp32"], capsys).out
-    assert ("translating with runs/data/checkpoint.pt, each photo at its own size "
-            "(--translate-size original)") in printed
-    full = TF.pil_to_tensor(Image.open("full/phone_XtoY.png"))
-    assert full.shape == (3, 400, 300)  # stored 400 x 300: turned upright
-    printed = run_main(["--data", "data", "--translate", "photos/phone.jpg", "--out", "small24",
-                        "--translate-size", "24", "--small-output"], capsys).out
-    assert "shorter side of 24px (--translate-size sets it" in printed
-    assert Image.open("small24/phone_XtoY.png").size == (24, 32)
+    for size, out, expected in (("original", "full", (300, 400)), ("24", "small24", (24, 32))):
+        run_main(["--data", "data", "--translate", "photos/phone.jpg", "--out", out,
+                  "--translate-size", size, "--small-output"], capsys)
+        assert Image.open(f"{out}/phone_XtoY.png").size == expected
     error = fails_with(["--translate", "photos", "--translate-size", "big"], capsys)
     assert "'big' is neither a number of pixels (8 or more) nor 'original'" in error
-    error = fails_with(["--translate", "photos", "--checkpoint", "nowhere.pt"], capsys)
-    assert "no model file at nowhere.pt" in error
     write_image("photos/a.jpg")  # a second "a": a_YtoX.png would be written twice
     error = fails_with(["--data", "data", "--translate", "photos"], capsys)
     assert "two inputs have the same name" in error
@@ -1122,14 +1072,6 @@ def torchrun(options, args, cwd, script=None, wait=True):
 TWO_PROCESSES = ["--standalone", "--nproc_per_node=2"]
 
 
-def test_a_process_knows_its_rank_outside_the_process_group(monkeypatch):
-    """After the group is destroyed (the demo check, the closing lines), the second process must
-    still know it is not the first, or every process prints them."""
-    monkeypatch.setenv("RANK", "1")
-    assert cyclegan.first_process()  # a RANK without torchrun's WORLD_SIZE: alone
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    assert cyclegan.process_rank() == 1 and not cyclegan.first_process()
-
 RECORDING_DRIVER = """
 import os, sys, torch
 sys.path.insert(0, {here!r})
@@ -1386,57 +1328,35 @@ def test_nonfinite_values_stop_the_run_and_keep_the_last_good_checkpoint(run_dir
 
 @slow
 def test_checkpoint_survives_sigkill_while_saving(run_dir, capsys):
+    """kill -9 while half a checkpoint is written: the previous one is whole, and the resume
+    removes the stale temporary file."""
     run_main([*TINY, "--max-iters", "1"], capsys)
     before = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
-    slow_saver = f"""
-import io, sys, time, torch
+    half_a_save = f"""
+import sys, time, torch
 sys.path.insert(0, {HERE!r})
 import cyclegan
-real_save = torch.save
-def slow_save(obj, f):  # writes half the checkpoint, then hangs until killed
-    buffer = io.BytesIO()
-    real_save(obj, buffer)
-    data = buffer.getvalue()
-    f.write(data[:len(data) // 2])
+def half_save(state, f):
+    f.write(b"PK half of a checkpoint")
     f.flush()
     print("HALF-WRITTEN", flush=True)
     time.sleep(120)
-    f.write(data[len(data) // 2:])
-torch.save = slow_save
+torch.save = half_save
 cyclegan.main(["--data", "data", "--max-iters", "3", "--resume"])
 """
-    process = subprocess.Popen([sys.executable, "-c", slow_saver], cwd=run_dir,
+    process = subprocess.Popen([sys.executable, "-c", half_a_save], cwd=run_dir,
                                stdout=subprocess.PIPE, text=True)
     for line in process.stdout:
         if "HALF-WRITTEN" in line:
             break
     process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
+    assert process.wait(timeout=60) == -signal.SIGKILL
     assert os.path.getsize("runs/data/checkpoint.pt.tmp") > 0  # the half-written one
     after = cyclegan.load_checkpoint("runs/data/checkpoint.pt")  # the previous one, whole
     assert tensors_equal(before["model"], after["model"]) and after["iteration"] == 1
     run_main(["--data", "data", "--max-iters", "2", "--resume"], capsys)
     assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 2
     assert not os.path.exists("runs/data/checkpoint.pt.tmp")  # the stale one, removed
-
-
-def test_bad_checkpoints_give_one_line_errors(run_dir, capsys):
-    error = fails_with(["--data", "data", "--resume"], capsys)
-    assert error.count("\n") == 1 and "no run of --data data in runs/" in error
-    assert "train one with: python cyclegan.py --data data" in error and "--checkpoint" not in error
-    run_main([*TINY, "--max-iters", "1"], capsys)
-    data = open("runs/data/checkpoint.pt", "rb").read()
-    open("runs/data/checkpoint.pt", "wb").write(data[: len(data) // 3])
-    error = fails_with(["--data", "data", "--resume"], capsys)
-    assert error.startswith("error: cannot read checkpoint runs/data/checkpoint.pt: ")
-    assert error.count("\n") == 1
-    error = fails_with(["--data", "data", "--resume", "--out", "elsewhere"], capsys)
-    assert "no checkpoint at elsewhere/checkpoint.pt" in error
-    write_image("photo.jpg")  # translating with no run says how else to name a model
-    error = fails_with(["--data", "other", "--translate", "photo.jpg"], capsys)
-    assert ("name the dataset it trained on with --data NAME or FOLDER, a model file with "
-            "--checkpoint FILE, or train one with: python cyclegan.py --data other") in error
 
 
 def fill_the_disk_at(name, monkeypatch):
@@ -1606,8 +1526,14 @@ def test_translate_with_an_official_generator_file(run_dir, capsys):
     assert Image.open("translated/phone_mine.png").size == (400, 600)
 
 
-def test_wrong_generator_files_give_one_line_errors(run_dir, capsys):
-    write_image("photo.png")
+def test_bad_checkpoints_and_generator_files_give_one_line_errors(run_dir, capsys):
+    error = fails_with(["--data", "data", "--resume"], capsys)
+    assert error.count("\n") == 1 and "no run of --data data in runs/" in error
+    assert "train one with: python cyclegan.py --data data" in error and "--checkpoint" not in error
+    write_image("photo.png")  # translating with no run says how else to name a model
+    error = fails_with(["--data", "other", "--translate", "photo.png"], capsys)
+    assert ("name the dataset it trained on with --data NAME or FOLDER, a model file with "
+            "--checkpoint FILE, or train one with: python cyclegan.py --data other") in error
     torch.save(cyclegan.Discriminator(8).state_dict(), "discriminator.pth")
     torch.save({"weights": torch.zeros(3)}, "other.pth")
     open("text.pth", "w").write("<html>404 Not Found</html>")
@@ -1626,23 +1552,26 @@ def test_wrong_generator_files_give_one_line_errors(run_dir, capsys):
                                      "key(s) in state_dict: \"model.1.weight\"",
                 "other.pth": "); expected a cyclegan.py checkpoint, or a generator state_dict in "
                              "the official naming",
-                "old.pt": "holds no generator that fits (ngf 4, 0 blocks: Missing key(s) in "
-                          "state_dict",
+                "old.pt": "holds no generator that fits (ngf 4, 0 blocks: Missing key(s)",
                 "text.pth": "cannot read model file text.pth: not a PyTorch file (it begins "
                             "'<html>404 Not Found</html>'); download or copy it again",
                 "mixed.pth": "holds no generator that fits (ngf 64, 2 blocks: size mismatch "
                              "for model.10.conv_block.1.weight",
                 "truncated.pth": "cannot read model file truncated.pth",
-                "tensor.pth": "holds a Tensor, not a model file"}
+                "tensor.pth": "holds a Tensor, not a model file",
+                "nowhere.pt": "no model file at nowhere.pt"}
     for name, message in expected.items():
         error = fails_with(["--translate", "photo.png", "--checkpoint", name], capsys)
         assert message in error and error.count("\n") == 1, (name, error)
+    assert not os.path.exists("translated/photo_discriminator.png")
     error = fails_with(["--resume", "--out", "."], capsys)
     assert "no checkpoint at ./checkpoint.pt" in error
+    os.replace("truncated.pth", "checkpoint.pt")
+    error = fails_with(["--resume", "--out", "."], capsys)
+    assert error.startswith("error: cannot read checkpoint ./checkpoint.pt: ")
     pretrained_file("checkpoint.pt")
     error = fails_with(["--resume", "--out", "."], capsys)
     assert "not a cyclegan.py training checkpoint" in error
-    assert not os.path.exists("translated/photo_discriminator.png")
 
 
 # --- 15. Run folders and settings -------------------------------------------------------------
@@ -1894,8 +1823,7 @@ def test_pasted_into_a_jupyter_kernel(run_dir):
     stopped with the kernel's interrupt, the printed main([...]) call that resumes it, and a
     translation."""
     if not importable("nbclient") or not importable("ipykernel"):  # under CI: a failure
-        pytest.skip("nbclient and ipykernel are not installed (README's test command installs "
-                    "them)")
+        pytest.skip("nbclient and ipykernel are not installed (README's test command does it)")
     import nbformat
     from nbclient import NotebookClient
     write_image(str(run_dir / "photo.jpg"), size=(50, 38))
@@ -1911,17 +1839,14 @@ def test_pasted_into_a_jupyter_kernel(run_dir):
                             resources={"metadata": {"path": str(run_dir)}})
 
     def interrupt_when_training():
-        # What the kernel manager's interrupt (Colab's stop button) does for a kernel whose
-        # interrupt_mode is "signal": SIGINT to the kernel's process. (Its async method cannot
-        # be called from this thread while the cell runs.)
+        # What Colab's stop button does to a kernel whose interrupt_mode is "signal": SIGINT to
+        # its process (the client's async interrupt cannot be called from this thread)
         csv_path = run_dir / "runs" / "data2" / "losses.csv"
         for _ in range(600):
             if csv_path.exists() and len(csv_path.read_text().splitlines()) > 3:
                 assert client.km.kernel_spec.interrupt_mode == "signal"
-                os.kill(client.km.provisioner.process.pid, signal.SIGINT)
-                return
+                return os.kill(client.km.provisioner.process.pid, signal.SIGINT)
             time.sleep(0.1)
-
     outputs = []
     displays = []
     with client.setup_kernel():
@@ -1941,28 +1866,23 @@ def test_pasted_into_a_jupyter_kernel(run_dir):
     assert outputs[1].startswith("error: no dataset for --data nowhere")
     assert outputs[1].count("\n") == 1
     # 300 iterations logged every 10 and a grid every 100: a few lines of text, one progress
-    # line and one picture, both updated in place
+    # line and two pictures (the newest grid, the loss curves), each updated in place
     lines = outputs[2].strip().splitlines()
     assert lines[-3].startswith("done: 300 iterations") and len(lines) <= 10, outputs[2]
     assert lines[-1] == ("  main(['--translate', 'PHOTO_OR_FOLDER', '--checkpoint', "
                          "'runs/data/checkpoint.pt'])")
     progress = [d["text/plain"] for d in displays[2] if "image/png" not in d]
-    pictures = [d for d in displays[2] if "image/png" in d]
     assert len(progress) == 1 and progress[0].startswith("epoch 75 it 300/300 |")
-    assert " s/it, ETA 0:00:00" in progress[0]
-    assert len(pictures) == 2  # the newest grid, and the loss curves below it
-    newest = Image.open(io.BytesIO(base64.b64decode(pictures[0]["image/png"])))
-    assert newest.size == Image.open(run_dir / "runs/data/samples/iter_0000300.png").size
-    curves = Image.open(io.BytesIO(base64.b64decode(pictures[1]["image/png"])))
-    assert curves.size == (640, 540)
-    assert "main(['--resume', '--out', 'runs/data2'])" in outputs[3]
+    pictures = [Image.open(io.BytesIO(base64.b64decode(d["image/png"])))
+                for d in displays[2] if "image/png" in d]
+    assert [picture.size for picture in pictures] == [
+        Image.open(run_dir / "runs/data/samples/iter_0000300.png").size, (640, 540)]
     assert notebook.cells[4].source == (
         "main(['--resume', '--max-iters', '40', '--out', 'runs/data2'])")
     assert "resumed at iteration" in outputs[4]
     assert outputs[4].strip().splitlines()[-3].startswith("done:")
     state = cyclegan.load_checkpoint(str(run_dir / "runs/data2/checkpoint.pt"))
     assert state["iteration"] == 40 and state["settings"]["load_size"] == 36
-    assert "translating with runs/data2/checkpoint.pt:" in outputs[5]
     assert "done: translated 1 image XtoY" in outputs[5]
     assert Image.open(run_dir / "translated" / "photo_XtoY.png").size == (50, 38)  # its own
 
