@@ -720,8 +720,7 @@ def load_image(path, load_size=None, with_alpha=False):
 
 
 def scale_down(pixels, shorter_side):
-    """(C, H, W) uint8 -> scaled (bicubic, keeping the aspect ratio) to that shorter side, if
-    it is larger."""
+    """(C, H, W) uint8 -> scaled down (bicubic, keeping the aspect ratio) to that shorter side."""
     height, width = pixels.shape[1:]
     if min(height, width) <= shorter_side:
         return pixels
@@ -731,8 +730,7 @@ def scale_down(pixels, shorter_side):
 
 
 def save_png(pixels, path, row_labels=()):
-    """(3, H, W) uint8 -> a PNG file, with a white strip on the left that names each of the
-    picture's equally tall rows if row_labels are given."""
+    """(3, H, W) uint8 -> a PNG file; row_labels name its rows in a strip on the left."""
     picture = TF.to_pil_image(pixels)
     if row_labels:
         labelled = Image.new("RGB", (50 + picture.width, picture.height), "white")
@@ -838,8 +836,7 @@ def available_memory(device=torch.device("cpu")):
 
 
 def check_memory(needed, what, advice, device=torch.device("cpu"), share=1.0):
-    """Refuses work needing more than `share` of the available memory before it starts, rather
-    than be killed part-way without a message."""
+    """Refuses work beyond `share` of the available memory before it starts, not killed part-way."""
     available = available_memory(device)
     if available is not None and needed > share * available:
         portion = "" if share == 1 else f"{share:.0%} of "
@@ -849,9 +846,9 @@ def check_memory(needed, what, advice, device=torch.device("cpu"), share=1.0):
 
 
 def check_memory_for_images(folders, load_size):
-    """Refuses a dataset whose decoded images (one copy per torchrun process on the machine) would
-    need more than half of the available memory; the other half is for everything else (a 128px
-    run with a 135 MB cache peaked at 1.6 GB: .ci/benchmark.py)."""
+    """Refuses decoded images (one copy per torchrun process on the machine) beyond half of the
+    available memory; the rest is for training (a 128px run with a 135 MB cache peaked at 1.6 GB:
+    .ci/benchmark.py)."""
     count = sum(len(list_images(folder)) for folder in folders)
     copies = int(os.environ.get("LOCAL_WORLD_SIZE", 1))  # torchrun's processes on this machine
     per_process = f", in each of {copies} processes" if copies > 1 else ""
@@ -861,8 +858,7 @@ def check_memory_for_images(folders, load_size):
 
 
 def gather_images(paths):
-    """--translate's files and folders (searched recursively) -> image files, their names (less
-    the extension: the output's name) all different."""
+    """--translate's files and folders (searched recursively) -> image files of different names."""
     inputs = []
     for given in paths:
         if not os.path.exists(given):
@@ -974,8 +970,7 @@ TRANSLATION_BYTES_PER_PIXEL_AT_LEAST = 600
 
 
 def check_translatable(path, small, generator, device, size):
-    """Refuses a photo too small for the generator, or too large for the memory available (a
-    CPU process out of memory is killed without a word)."""
+    """Refuses a photo too small for the generator, or too large for the memory available."""
     height, width = small.shape[1:]
     if min(height, width) < SMALLEST_SIDE:
         raise CycleGANError(f"{path} is {width}x{height} pixels, too small to translate: the "
@@ -1015,8 +1010,7 @@ def automatic_precision(device):
 
 
 class Precision:
-    """How the networks compute on `device`, as --precision asks ("auto": automatic_precision's
-    choice); training and translating share it."""
+    """How the networks compute on `device`, as --precision asks (auto: automatic_precision)."""
     def __init__(self, name, device):
         self.name = automatic_precision(device) if name == "auto" else name
         self.device_type = device.type
@@ -1091,8 +1085,7 @@ def start_torchrun_or_choose_device(device_name):
 
 
 def seed_this_process(seed):
-    """Every process but the first gets a random stream of its own, so that the processes'
-    history pools draw differently (the weights were drawn before, from the shared seed)."""
+    """Each process but the first draws its history pools from a random stream of its own."""
     if process_rank() > 0:
         torch.manual_seed(seed * 1_000_003 + process_rank())
 
@@ -1179,8 +1172,7 @@ def announce_run(introduction, training, data, iterations_per_epoch, last, args)
 
 
 def finish_training(run_folder, training, args, log, stop):
-    """After the loop: the last save and sample grid, the closing line, and after Ctrl-C the
-    command that resumes."""
+    """The last save and sample grid, the closing line, how to resume after Ctrl-C."""
     trained = log.iterations > 0
     if trained and training.iteration % args.checkpoint_every != 0:  # not saved just now
         save_training(run_folder, training, args, log)
@@ -1384,8 +1376,7 @@ class ProgressLog:
         write_file(path, lambda f: f.write(line.encode()), append=True)
 
     def sample(self, training, name):
-        """samples/<name>.png, losses.png redrawn from losses.csv (in a notebook both are shown,
-        each in place of the last), and the not-learning check."""
+        """samples/<name>.png, losses.png redrawn (shown in a notebook), the not-learning check."""
         grid_path = f"{self.run_folder}/samples/{name}.png"
         os.makedirs(os.path.dirname(grid_path), exist_ok=True)
         rows = save_sample_grid(training.model, self.test_X.to(self.device),
@@ -1400,8 +1391,7 @@ class ProgressLog:
                 self.show("curves", Picture(filename=curves_path))
 
     def check_cycle(self, iteration, rows, grid_path, curves_path):
-        """The not-learning check (the comment above CYCLE_WARNING_RATIO), once an iteration (the
-        last grid may repeat one), until it warns."""
+        """The not-learning check (see CYCLE_WARNING_RATIO), once an iteration, until it warns."""
         if iteration < CYCLE_WARNING_FROM or self.checked in (iteration, "warned"):
             return
         self.checked = iteration
@@ -1435,9 +1425,7 @@ class ProgressLog:
 
 
 def save_sample_grid(model, test_X, test_Y, precision, path):
-    """Rows: x, G(x), F(G(x)), y, F(y), G(F(y)) for the same test images every time, so that
-    grids can be compared: G(x) shows the translation, F(G(x)) how well the cycle brings x back.
-    -> the six rows, as fp32."""
+    """Rows x, G(x), F(G(x)), y, F(y), G(F(y)) of the same test images every time -> those rows."""
     with torch.no_grad(), precision.autocast():
         fake_Y = model.G_XtoY(test_X)
         fake_X = model.G_YtoX(test_Y)
@@ -1449,8 +1437,7 @@ def save_sample_grid(model, test_X, test_Y, precision, path):
 
 
 def average_image(images, size):
-    """(N, 3, load, load) uint8 -> the mean of their centre crops, (3, size, size) in [-1, 1],
-    summed a thousand at a time (never a float copy of the whole domain)."""
+    """uint8 images -> the mean of their centre crops in [-1, 1], never a float copy of them all."""
     total = torch.zeros(3, size, size)
     for chunk in images.split(1000):
         total += TF.center_crop(chunk, size).float().sum(0)
@@ -1524,8 +1511,8 @@ def draw_loss_curves(csv_path, png_path, width=640, panel_height=180):
 # the network never uses (track_running_stats is off); like the official loader, we drop them.
 
 def generator_for_translation(typed):
-    """--translate's generator: from --checkpoint FILE, or the newest run of --data. -> (the
-    Generator, the suffix of the output names, the size to translate at); says which."""
+    """--translate's generator (--checkpoint FILE, or the newest run of --data), the suffix of the
+    output names and the size to translate at; says which."""
     path = typed.get("checkpoint")
     if path is None:
         data = typed.get("data", DEFAULT_SETTINGS["data"][0])
@@ -1544,8 +1531,7 @@ def generator_for_translation(typed):
 
 
 def load_generator(path, direction):
-    """-> (the Generator in the file at `path`, the suffix for the output names, the shorter side
-    to translate photos at by default)."""
+    """-> (the file's Generator, the output names' suffix, the default size to translate at)."""
     state = read_torch_file(path, "model file")
     if "settings" in state:  # our checkpoint: both generators, --direction picks one
         direction = direction or "XtoY"
@@ -1563,8 +1549,7 @@ def load_generator(path, direction):
 
 
 def generator_from_state_dict(state, path):
-    """A Generator state_dict in the official naming -> Generator, its size read from the keys;
-    or a one-line error that says why the file does not fit."""
+    """A state_dict in the official naming -> a Generator of the size its keys say."""
     weights = {key: value for key, value in state.items()
                if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))}
     first = weights.get("model.1.weight")  # c7s1-64's kernels: (ngf, 3, 7, 7)
@@ -1611,8 +1596,7 @@ def run_name(data):
 
 
 def latest_run_folder(data, or_else=""):
-    """The newest of runs/<name>, runs/<name>2, ... that holds a checkpoint. or_else: another way
-    to name a run, for the error message."""
+    """The newest of runs/<name>, runs/<name>2, ... that holds a checkpoint."""
     name = run_name(data)
     checkpoints = []
     for folder in os.listdir("runs") if os.path.isdir("runs") else []:
@@ -1786,8 +1770,7 @@ SEASONS = {  # sky at the top, sky at the horizon, ground, sun: RGB in [0, 1]
 
 
 def demo_images(first_scene, count, size, season):
-    """Landscapes first_scene ... first_scene + count - 1 in one season, as uint8
-    (count, 3, size, size)."""
+    """Landscapes first_scene ... first_scene + count - 1 in one season: (count, 3, size, size)."""
     sky_top, sky_bottom, ground, sun = (torch.tensor(c).view(3, 1, 1) for c in SEASONS[season])
     ys = torch.linspace(0, 1, size).view(size, 1)  # 0 at the top
     xs = torch.linspace(0, 1, size).view(1, size)  # 0 at the left
@@ -1818,8 +1801,7 @@ def draw_demo_dataset(args):
 
 
 def write_demo_photos(run_folder, size):
-    """A few held-out summer scenes as PNG files, for trying --translate on the demo's model
-    (which knows drawn landscapes only: a real photo would tell nothing)."""
+    """Held-out summer scenes to try --translate on (the demo's model knows no real photos)."""
     folder = os.path.join(run_folder, "held_out_summer")
     os.makedirs(folder, exist_ok=True)
     for number, scene in enumerate(demo_images(DEMO_TEST_FIRST + 200, 4, size, "summer")):
@@ -1841,8 +1823,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def build_arg_parser():
-    """Flags for every setting. No defaults are set here: a flag absent from the result was not
-    typed, and its value comes from the settings tables, DEMO_SETTINGS or the checkpoint."""
+    """Flags for every setting, without defaults: a flag absent from the result was not typed."""
     # allow_abbrev=False: argparse would otherwise take --epoch 3 for --epochs 3, silently.
     parser = ArgumentParser(prog="cyclegan.py", argument_default=argparse.SUPPRESS,
                             allow_abbrev=False,
@@ -1905,8 +1886,8 @@ def in_notebook():
 
 
 def command_to_run(arguments, one_process=False):
-    """How to run cyclegan.py with these arguments where the user is: a notebook, a shell, or
-    (for training, not one_process) torchrun with as many processes as this run."""
+    """cyclegan.py with these arguments, as a notebook, a shell or (not one_process) torchrun
+    runs it."""
     if in_notebook():
         return f"main({arguments!r})"
     command = "python"
