@@ -938,11 +938,19 @@ def translate_file(generator, image_path, target, size, precision, small_output)
         photo, alpha = load_image(image_path, with_alpha=True)
         small = photo if size == "original" else scale_down(photo, size)
         device = next(generator.parameters()).device
-        check_translatable(image_path, small, generator, device, size)  # size and memory
+        height, width = small.shape[1:]
+        if min(height, width) < SMALLEST_SIDE:
+            raise CycleGANError(f"{image_path} is {width}x{height} pixels, too small to translate: "
+                                f"the generator needs at least {SMALLEST_SIDE} on each side")
+        per_pixel = max(TRANSLATION_BYTES_PER_PIXEL_PER_FILTER * generator.model[1].out_channels,
+                        TRANSLATION_BYTES_PER_PIXEL_AT_LEAST)
+        check_memory(per_pixel * height * width, f"translating {image_path} at {width}x{height}",
+                     "use a smaller --translate-size" if size != "original" else
+                     "drop --translate-size original, to translate it scaled down", device)
         image = to_model_range(small)
         with torch.no_grad(), precision.autocast():
             translated = translate_image(generator, image[None].to(device))[0].float().cpu()
-        sizes = f"{small.shape[2]}x{small.shape[1]}"
+        sizes = f"{width}x{height}"
         if small.shape == photo.shape or small_output:
             pixels = to_pixels(translated)
         else:
@@ -967,20 +975,6 @@ SMALLEST_SIDE = 5
 # and 64 filters); bf16 456-618 MB per megapixel at any of those widths.
 TRANSLATION_BYTES_PER_PIXEL_PER_FILTER = 14
 TRANSLATION_BYTES_PER_PIXEL_AT_LEAST = 600
-
-
-def check_translatable(path, small, generator, device, size):
-    """Refuses a photo too small for the generator, or too large for the memory available."""
-    height, width = small.shape[1:]
-    if min(height, width) < SMALLEST_SIDE:
-        raise CycleGANError(f"{path} is {width}x{height} pixels, too small to translate: the "
-                            f"generator needs at least {SMALLEST_SIDE} on each side")
-    per_pixel = max(TRANSLATION_BYTES_PER_PIXEL_PER_FILTER * generator.model[1].out_channels,
-                    TRANSLATION_BYTES_PER_PIXEL_AT_LEAST)
-    advice = ("drop --translate-size original, to translate it scaled down" if size == "original"
-              else "use a smaller --translate-size")
-    check_memory(per_pixel * height * width, f"translating {path} at {width}x{height}", advice,
-                 device)
 
 
 # --- 11. Hardware and precision ---------------------------------------------------------------
@@ -1518,7 +1512,22 @@ def generator_for_translation(typed):
         data = typed.get("data", DEFAULT_SETTINGS["data"][0])
         folder = latest_run_folder(data, ", a model file with --checkpoint FILE")
         path = os.path.join(folder, "checkpoint.pt")
-    generator, suffix, size = load_generator(path, typed.get("direction"))
+    state = read_torch_file(path, "model file")
+    direction = typed.get("direction")
+    if "settings" in state:  # our checkpoint: both generators, --direction picks one
+        suffix = direction or "XtoY"
+        weights = {key.removeprefix(f"G_{suffix}."): value for key, value in state["model"].items()
+                   if key.startswith(f"G_{suffix}.")}
+        size = state["settings"].get("load_size")
+    elif direction:
+        raise CycleGANError(f"--direction does not apply to {path}: it holds one generator, "
+                            "which translates one way only; drop the flag")
+    else:  # a bare generator, such as the authors': outputs are named after the file, and it
+        # translates at 256px, as the official test script does (which does not keep the aspect)
+        suffix = os.path.splitext(os.path.basename(path))[0]
+        weights = state
+        size = 256
+    generator = generator_from_state_dict(weights, path)
     size = typed.get("translate_size", size)
     if size == "original":
         print(f"translating with {path}, each photo at its own size (--translate-size original)")
@@ -1528,24 +1537,6 @@ def generator_for_translation(typed):
               f"side of {size}px (--translate-size sets it, 'original' for their own), and the "
               f"translation {back} (--small-output keeps it small)")
     return generator, suffix, size
-
-
-def load_generator(path, direction):
-    """-> (the file's Generator, the output names' suffix, the default size to translate at)."""
-    state = read_torch_file(path, "model file")
-    if "settings" in state:  # our checkpoint: both generators, --direction picks one
-        direction = direction or "XtoY"
-        prefix = f"G_{direction}."
-        weights = {key.removeprefix(prefix): value for key, value in state["model"].items()
-                   if key.startswith(prefix)}
-        return generator_from_state_dict(weights, path), direction, state["settings"]["load_size"]
-    if direction:
-        raise CycleGANError(f"--direction does not apply to {path}: it holds one generator, "
-                            "which translates one way only; drop the flag")
-    # A bare generator, such as the authors': outputs are named after the file. The official
-    # test script runs them on photos resized to 256 x 256; we keep the aspect ratio.
-    name = os.path.splitext(os.path.basename(path))[0]
-    return generator_from_state_dict(state, path), name, 256
 
 
 def generator_from_state_dict(state, path):
@@ -1800,16 +1791,6 @@ def draw_demo_dataset(args):
     return UnpairedImages(images_X, images_Y, args.image_size), test_X, test_Y
 
 
-def write_demo_photos(run_folder, size):
-    """Held-out summer scenes to try --translate on (the demo's model knows no real photos)."""
-    folder = os.path.join(run_folder, "held_out_summer")
-    os.makedirs(folder, exist_ok=True)
-    for number, scene in enumerate(demo_images(DEMO_TEST_FIRST + 200, 4, size, "summer")):
-        save_png(scene, os.path.join(folder, f"scene_{number}.png"))
-    print(f"held-out summer scenes in {folder}/; translate them to winter with:\n  "
-          + command_to_run(["--data", "demo", "--translate", folder], one_process=True))
-
-
 # --- 18. Command line and notebooks -----------------------------------------------------------
 # From a shell, the file trains (or translates) at once. Pasted into a notebook cell, it only
 # defines everything (a cell that silently starts hours of training is a trap); main([...]) takes
@@ -1942,7 +1923,13 @@ def print_next_steps(model, args, run_folder, device):
     print(f"demo check, mean |error| on 64 held-out scenes: G(x) vs true y {errors['XtoY']:.3f}, "
           f"F(y) vs true x {errors['YtoX']:.3f}; doing nothing {errors['identity']:.3f}, "
           f"average target image {errors['average_XtoY']:.3f} / {errors['average_YtoX']:.3f}")
-    write_demo_photos(run_folder, args.load_size)
+    # held-out summer scenes to try --translate on (the demo's model knows no real photos)
+    folder = os.path.join(run_folder, "held_out_summer")
+    os.makedirs(folder, exist_ok=True)
+    for number, scene in enumerate(demo_images(DEMO_TEST_FIRST + 200, 4, args.load_size, "summer")):
+        save_png(scene, os.path.join(folder, f"scene_{number}.png"))
+    print(f"held-out summer scenes in {folder}/; translate them to winter with:\n  "
+          + command_to_run(["--data", "demo", "--translate", folder], one_process=True))
 
 
 def main(argv=None):
