@@ -197,8 +197,6 @@ class Generator(nn.Module):
             *u_k(ngf * 2, ngf),           # u64: -> (N, 64, H, W)
             *c7s1_3_output(ngf),          # c7s1-3: -> (N, 3, H, W)
         )
-        # The blocks work at a quarter of the resolution: 16x fewer positions to compute, and
-        # their twelve 3x3 convolutions there see ~110 input pixels across, most of a 128px crop.
 
     def forward(self, x):
         return self.model(x)
@@ -966,9 +964,8 @@ def translate_file(generator, image_path, target, size, precision, small_output)
         raise
 
 
-# The smallest side the generator accepts: translate_image pads a side of 4 to 4, which the two
-# stride-2 convolutions bring down to 1 pixel, where instance norm has no spread to divide by; a
-# side of 5 is padded to 8 (the folder-translation test takes 5x5 and refuses 4x4).
+# The smallest side the generator takes: the strided convolutions bring a side of 4 down to 1
+# pixel, where instance norm has no spread to divide by; 5 is padded to 8 (the folder test).
 SMALLEST_SIDE = 5
 # The memory a generator needs per pixel, a bound on what `python .ci/benchmark.py
 # --translation-memory` measured on the CPU: fp32 up to 13.1 bytes per pixel per filter (16, 32
@@ -1456,9 +1453,8 @@ def cycle_error_ratio(real, back, average):
     return ((back - real).abs().mean() / baseline).item()
 
 
-# The loss curves: one panel per kind of term, each loss smoothed (a running mean), its logged
-# values faint behind. GAN losses do not fall as a classifier's do: the discriminator and the
-# generators pull against each other and hover; the cycle and identity terms fall.
+# The loss curves: a panel per kind of term, each loss smoothed, its logged values faint behind.
+# Adversarial losses hover (the two sides pull against each other); the cycle and identity fall.
 LOSS_PANELS = (("discriminators", ("D_X", "D_Y")),
                ("adversarial terms of the generators", ("adv_XtoY", "adv_YtoX")),
                ("cycle and identity terms (weighted)", ("cycle_X", "cycle_Y", "idt_X", "idt_Y")))
@@ -1838,19 +1834,6 @@ def build_arg_parser():
 TRANSLATE_ONLY = ("checkpoint", "direction", "translate_size", "small_output")
 
 
-def check_flags_apply(typed):
-    """A flag that does nothing for what is asked is a mistake to point out, not to ignore."""
-    translating = "translate" in typed
-    for key in typed:
-        if translating and key not in (*TRANSLATE_ONLY, "translate", "out", "data", "device",
-                                       "precision"):
-            raise CycleGANError(f"{flag(key)} does not apply to --translate, which only uses a "
-                                "trained model; drop it")
-        if not translating and key in TRANSLATE_ONLY:
-            raise CycleGANError(f"{flag(key)} applies to --translate PATH only; add it, or drop "
-                                "the flag")
-
-
 def size_or_original(text):
     """--translate-size's value: a number of pixels, or 'original'."""
     if text == "original":
@@ -1941,8 +1924,16 @@ def main(argv=None):
     cudnn_benchmark = torch.backends.cudnn.benchmark
     try:
         typed = vars(build_arg_parser().parse_args(argv))  # argv None: the command line's
-        check_flags_apply(typed)
-        if "translate" in typed:
+        translating = "translate" in typed
+        for key in typed:  # a flag that does nothing for what is asked is a mistake: say so
+            if translating and key not in (*TRANSLATE_ONLY, "translate", "out", "data", "device",
+                                           "precision"):
+                raise CycleGANError(f"{flag(key)} does not apply to --translate, which only uses "
+                                    "a trained model; drop it")
+            if not translating and key in TRANSLATE_ONLY:
+                raise CycleGANError(f"{flag(key)} applies to --translate PATH only; add it, or "
+                                    "drop the flag")
+        if translating:
             if int(os.environ.get("WORLD_SIZE", 1)) > 1:
                 raise CycleGANError("--translate runs in one process; start it with python "
                                     "cyclegan.py, not torchrun")
