@@ -1896,7 +1896,7 @@ def test_a_dataset_downloads_once_and_a_failed_download_leaves_nothing(tmp_path)
     name) exits non-zero with its reason and leaves nothing in datasets/."""
     result, requests = download(tmp_path, {"mini": dataset_zip("mini")}, "mini")
     assert result.returncode == 0, result.stderr
-    assert "no checksum is published for mini.zip: it is checked with unzip -t only" in result.stdout
+    assert "no checksum is published for mini.zip: it is checked with unzip -t" in result.stdout
     assert "trainA: 3 images" in result.stdout and "testB: 1 images" in result.stdout
     assert left_in(tmp_path / "datasets") == ["mini"]
     args = tiny_args("--data", str(tmp_path / "datasets/mini"))

@@ -115,23 +115,24 @@ def make_task(photos, task_filter, count, folder, rng):
 
 
 def recorded_run(flags):
-    """cyclegan.main(flags), recording the check's ratios -> ([(iteration, ratio)], the model)."""
-    history = []
-    real = cyclegan.cycle_error_ratios
+    """cyclegan.main(flags), recording the larger of each check's two ratios -> ([ratio], model)."""
+    ratios = []
+    real = cyclegan.cycle_error_ratio
 
-    def recording(rows, average_X, average_Y):
-        ratios = real(rows, average_X, average_Y)
-        history.append(max(ratios.values()))
-        return ratios
-    cyclegan.cycle_error_ratios = recording
-    start = cyclegan.CYCLE_WARNING_FROM
-    cyclegan.CYCLE_WARNING_FROM = 0  # every grid's ratio, also those the warning does not count
+    def recording(images, back, average):
+        ratios.append(real(images, back, average))
+        return ratios[-1]
+    saved = (cyclegan.CYCLE_WARNING_FROM, cyclegan.CYCLE_WARNING_CHECKS)
+    cyclegan.cycle_error_ratio = recording
+    cyclegan.CYCLE_WARNING_FROM = 0  # every grid's ratio, also those the warning does not count,
+    cyclegan.CYCLE_WARNING_CHECKS = 10 ** 9  # and no warning, after which the checks would end
     try:
         model = cyclegan.main(flags)
     finally:
-        cyclegan.cycle_error_ratios = real
-        cyclegan.CYCLE_WARNING_FROM = start
-    return history, model
+        cyclegan.cycle_error_ratio = real
+        cyclegan.CYCLE_WARNING_FROM = saved[0]
+        cyclegan.CYCLE_WARNING_CHECKS = saved[1]
+    return [max(ratios[i], ratios[i + 1]) for i in range(0, len(ratios), 2)], model
 
 
 def known_answer_errors(model, x, y, size=64):
