@@ -794,9 +794,8 @@ def load_folder(folder, load_size, limit=None):
 
 
 MEMINFO = "/proc/meminfo"  # Linux: the whole machine's memory
-# A container's memory (Docker, Kubernetes, many hosted notebooks) is limited by its cgroup, often
-# far below MemAvailable. Per cgroup version (2, then 1): its limit, its usage, and the line of
-# its statistics that gives the usage's inactive page cache, which the kernel can drop for us.
+# A container's (Docker, many hosted notebooks) is limited by its cgroup, often far below that.
+# Per cgroup version (2, then 1): its limit, usage, and inactive page cache (which can be dropped).
 CGROUP_MEMORY_FILES = (
     ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current",
      "/sys/fs/cgroup/memory.stat", "inactive_file"),
@@ -1132,18 +1131,15 @@ class Batches:
     def iterations_per_epoch(self):
         return math.ceil(self.data.epoch_length / (self.batch_size * process_count()))
 
-    def plan(self, epoch):
+    def get(self, epoch, iteration, device):
+        """-> real_X, real_Y of the epoch's `iteration` (from 0), on `device`."""
         if self.planned[0] != epoch:
             # A stream of its own for each (seed, epoch), while epochs stay below 100,003
             rng = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
             self.planned = (epoch, self.data.plan_epoch(rng))
-        return self.planned[1]
-
-    def get(self, epoch, iteration, device):
-        """-> real_X, real_Y of the epoch's `iteration` (from 0), on `device`."""
         first = (iteration * process_count() + process_rank()) * self.batch_size
         places = torch.arange(first, first + self.batch_size) % self.data.epoch_length
-        return self.data.batch(self.plan(epoch), places, device)
+        return self.data.batch(self.planned[1], places, device)
 
 
 def announce_run(introduction, training, data, iterations_per_epoch, last, args):
@@ -1559,9 +1555,9 @@ def generator_from_state_dict(state, path):
 # command twice never fails and never overwrites; --resume and --translate without a path take
 # the dataset's newest run. A resumed run takes every setting from its checkpoint: a flag typed
 # with --resume may change how it runs (--max-iters, --device ...), or extend the schedule, but
-# one that contradicts what the run learns (sizes, losses, seed) is refused, not ignored.
+# one that contradicts what the run learns (sizes, losses, seed) is refused, not ignored. Settings
+# of how a run is carried out, not what it learns, are apart: a resumed run may take new values.
 
-# These change how a run is carried out, not what it learns, so a resumed run may take new values.
 RUNNING_SETTINGS = {
     "max_iters": (None, "stop after this many iterations in total"),
     "sample_every": (200, "write a sample grid every N iterations"),
