@@ -175,18 +175,12 @@ def test_networks_have_the_official_parameters_keys_and_shapes():
             image = torch.rand(1, 3, size, size) * 2 - 1
             assert cyclegan.Generator(8, 2)(image).shape == (1, 3, size, size)
             assert cyclegan.Discriminator(8)(image).shape == (1, 1, patches, patches)
-
-
-def test_weights_are_initialised_from_normal_0_002():
-    torch.manual_seed(0)
-    model = cyclegan.CycleGAN()
+    model = cyclegan.CycleGAN()  # weights from N(0, 0.02), biases 0
     weights = torch.cat([m.weight.flatten() for m in model.modules()
                          if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))])
-    biases = torch.cat([m.bias for m in model.modules()
-                        if hasattr(m, "bias") and m.bias is not None])
-    assert abs(weights.mean().item()) < 1e-4
-    assert abs(weights.std().item() - 0.02) < 1e-4
-    assert torch.count_nonzero(biases) == 0
+    assert abs(weights.mean().item()) < 1e-4 and abs(weights.std().item() - 0.02) < 1e-4
+    assert all(torch.count_nonzero(m.bias) == 0 for m in model.modules()
+               if getattr(m, "bias", None) is not None)
 
 
 # --- 3. The history pool ----------------------------------------------------------------------
@@ -860,18 +854,27 @@ def test_unusual_images_load_as_rgb_and_phone_photos_upright(tmp_path):
     assert upright[0, 2, -3] > 200 and upright[2, 2, -3] < 60 and upright[0, 2, 2] < 60
 
 
-@pytest.mark.parametrize("data, looked_in, hint", [
-    ("summer2winter", "datasets/summer2winter_yosemite",
-     "get it with: bash download_data.sh summer2winter_yosemite"),
-    ("dmeo", "datasets/dmeo", "check the name or path (README.md, \"Your own dataset\")"),
-    ("my/photos", "my/photos", "check the name or path")])
-def test_missing_dataset_says_where_it_looked_and_how_to_get_it(run_dir, capsys, data,
-                                                                looked_in, hint):
-    error = fails_with(["--data", data], capsys)
-    assert error.startswith(f"error: no dataset for --data {data}: looked in {looked_in}/ for "
-                            "trainA/ trainB/ (testA/ testB/) or summer/ winter/ (test_summer/ "
-                            f"test_winter/); {hint}")
-    assert error.count("\n") == 1 and not os.path.exists("runs")  # nothing written
+def test_a_missing_or_damaged_dataset_is_named_before_anything_is_written(run_dir, capsys):
+    for data, looked_in, hint in [
+            ("summer2winter", "datasets/summer2winter_yosemite",
+             "get it with: bash download_data.sh summer2winter_yosemite"),
+            ("dmeo", "datasets/dmeo", "check the name or path (README.md, \"Your own dataset\")"),
+            ("my/photos", "my/photos", "check the name or path (README.md, \"Your own dataset\")")]:
+        error = fails_with(["--data", data], capsys)
+        assert error == (f"error: no dataset for --data {data}: looked in {looked_in}/ for trainA/ "
+                         "trainB/ (testA/ testB/) or summer/ winter/ (test_summer/ test_winter/); "
+                         f"{hint}\n")
+    write_image("data/trainA/big.jpg", size=(200, 200))
+    data = open("data/trainA/big.jpg", "rb").read()
+    open("data/trainA/big.jpg", "wb").write(data[: len(data) // 2])
+    assert fails_with(TINY, capsys).startswith("error: cannot read image data/trainA/big.jpg: ")
+    os.remove("data/trainA/big.jpg")
+    for name in os.listdir("data/trainB"):
+        os.remove(os.path.join("data/trainB", name))
+    open("data/trainB/notes.txt", "w").write("not an image")
+    error = fails_with(TINY, capsys)
+    assert error.startswith("error: no images in data/trainB (looked for .jpg, .jpeg, .png")
+    assert error.count("\n") == 1 and not os.path.exists("runs")
 
 
 def test_a_dataset_too_large_for_the_memory_of_the_machine_or_its_container_is_refused(
@@ -924,27 +927,6 @@ def test_a_dataset_too_large_for_the_memory_of_the_machine_or_its_container_is_r
         cyclegan.check_memory_for_images(["data/trainA", "data/trainB"], 286)
     monkeypatch.undo()  # the real figure, read from Linux
     assert not os.path.exists("/proc/meminfo") or 1e8 < cyclegan.available_memory() < 1e13
-
-
-def empty_domain():
-    for name in os.listdir("data/trainB"):
-        os.remove(os.path.join("data/trainB", name))
-    open("data/trainB/notes.txt", "w").write("not an image")
-
-
-def truncated_image():
-    write_image("data/trainA/big.jpg", size=(200, 200))
-    data = open("data/trainA/big.jpg", "rb").read()
-    open("data/trainA/big.jpg", "wb").write(data[: len(data) // 2])
-
-
-@pytest.mark.parametrize("damage, message", [
-    (empty_domain, "error: no images in data/trainB (looked for .jpg, .jpeg, .png"),
-    (truncated_image, "error: cannot read image data/trainA/big.jpg: ")])
-def test_a_damaged_dataset_is_named_before_anything_is_written(run_dir, capsys, damage, message):
-    damage()
-    error = fails_with(TINY, capsys)
-    assert error.startswith(message) and error.count("\n") == 1 and not os.path.exists("runs")
 
 
 # --- 11. Hardware and precision ---------------------------------------------------------------
@@ -1000,21 +982,6 @@ def test_fp32_never_constructs_an_autocast(run_dir, capsys, monkeypatch):
     assert "translated 1 image XtoY" in printed
     with pytest.raises(RuntimeError):  # and the patch did bite where autocast is used
         cyclegan.Precision("bf16", torch.device("cpu")).autocast()
-
-
-def test_peak_gpu_memory_is_each_runs_own_and_read_on_its_device(monkeypatch, tmp_path):
-    """On CUDA the `done:` line gives the run's own peak GPU memory on its own device (a notebook
-    may run several main() calls in one process, on several GPUs); elsewhere it gives none."""
-    peaks = {torch.device("cuda:0"): 7e9, torch.device("cuda:1"): 5e9}  # earlier runs' peaks
-    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats",
-                        lambda device: peaks.__setitem__(torch.device(device), 0.0))
-    monkeypatch.setattr(torch.cuda, "max_memory_allocated",
-                        lambda device: peaks[torch.device(device)])
-    log = bare_log(tmp_path, "cuda:1")
-    peaks[torch.device("cuda:1")] = 3e9  # what this run allocates
-    log.add({name: torch.tensor(1.0) for name in cyclegan.LOSS_NAMES})
-    assert log.summary().endswith(" s per iteration), peak GPU memory 3.00 GB")
-    assert "memory" not in bare_log(tmp_path, "cpu").summary()
 
 
 # --- 12. Several GPUs or machines: torchrun --------------------------------------------------
@@ -1119,7 +1086,8 @@ def test_ctrl_c_under_torchrun_stops_both_and_the_printed_command_resumes_exactl
     one checkpoint holds both processes' states, and the printed torchrun command resumes to
     the same weights, bit for bit, as a run that was never stopped, which ran on two machines
     (two torchrun agents meeting on 127.0.0.1, one process each, as README.md starts them).
-    Resumed in one process, the pools and random streams start afresh, and it says so."""
+    Resumed in one process, the pools and random streams start afresh, and it says so. An error
+    is one numbered line per process."""
     run = [*TINY, "--max-iters", "120", "--log-every", "1", "--pool-size", "3"]
     with socket.socket() as probe:  # a free port for the meeting point
         probe.bind(("127.0.0.1", 0))
@@ -1158,19 +1126,13 @@ def test_ctrl_c_under_torchrun_stops_both_and_the_printed_command_resumes_exactl
             "start empty, and the random streams are dealt afresh") in printed
     state = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
     assert len(state["processes"]) == 1 and len(state["processes"][0]["pool_X"]) == 2
-
-
-@slow
-def test_an_error_under_torchrun_is_one_numbered_line_per_process(run_dir):
-    """A bad flag fails in both processes: each prints its error line with its number."""
+    # a bad flag fails in both processes: each prints its own error line, numbered
     result = torchrun(TWO_PROCESSES, ["--data", "demo", "--image_size", "64"], run_dir)
-    assert result.returncode == 1
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert sorted(errors) == [f"error: (process {number}) unrecognized arguments: --image_size "
-                              "64; see torchrun --standalone --nproc_per_node=2 cyclegan.py "
-                              "--help" for number in (0, 1)]
+    errors = sorted(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    assert result.returncode == 1 and errors == [
+        f"error: (process {number}) unrecognized arguments: --image_size 64; see torchrun "
+        "--standalone --nproc_per_node=2 cyclegan.py --help" for number in (0, 1)]
     assert 'File "' + os.path.join(HERE, "cyclegan.py") not in result.stderr  # no traceback
-    assert not os.path.exists(run_dir / "runs")
 
 
 # --- 13. Checkpoints, exact resume, progress --------------------------------------------------
@@ -1202,6 +1164,17 @@ def test_progress_lines_add_up(tmp_path, capsys, monkeypatch):
     assert log.summary() == "done: 20 iterations in 5.0 s (0.250 s per iteration)"
     assert log.summary(finished=False).startswith("stopped: 20 iterations in 5.0 s")
     assert bare_log(tmp_path, "cpu").summary() == "done: no iterations to run"
+    # On CUDA it adds the run's own peak GPU memory on its own device (a notebook may run several
+    # main() calls in one process, on several GPUs).
+    peaks = {torch.device("cuda:0"): 7e9, torch.device("cuda:1"): 5e9}  # earlier runs' peaks
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats",
+                        lambda device: peaks.__setitem__(torch.device(device), 0.0))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated",
+                        lambda device: peaks[torch.device(device)])
+    log = bare_log(tmp_path, "cuda:1")
+    peaks[torch.device("cuda:1")] = 3e9  # what this run allocates
+    log.add({name: torch.tensor(1.0) for name in cyclegan.LOSS_NAMES})
+    assert log.summary().endswith(" s per iteration), peak GPU memory 3.00 GB")
 
 
 def test_resume_continues_exactly(run_dir, capsys):
@@ -1542,13 +1515,18 @@ def test_bad_checkpoints_and_generator_files_give_one_line_errors(run_dir, capsy
 
 # --- 15. Run folders and settings -------------------------------------------------------------
 
-def test_new_runs_take_the_next_free_folder_and_resume_takes_the_newest(run_dir, capsys):
-    """runs/data, runs/data2, runs/data3; --out on a run refused; --resume and --translate take
-    the newest checkpoint (by time, not by number)."""
+def test_new_runs_take_free_folders_and_resume_takes_the_newest(run_dir, capsys, monkeypatch):
+    """Each new run claims its folder as it chooses the name (runs/data, runs/data2, ..., also
+    when the second command decides before the first has written anything); --out on a run is
+    refused; --resume and --translate take the newest checkpoint (by time, not by number). A
+    folder held by a run (still empty: it decodes its data) is refused to a second with the same
+    --out, and left where it is. A filesystem without locks trains unlocked, and says so."""
+    typed = vars(cyclegan.build_arg_parser().parse_args(TINY))
+    assert [cyclegan.prepare_run(typed)[1] for _ in "12"] == ["runs/data", "runs/data2"]
+    shutil.rmtree("runs")
     for expected in ("runs/data", "runs/data2", "runs/data3"):
         printed = run_main([*TINY, "--max-iters", "1"], capsys).out
         assert f"\nnew run in {expected} with" in printed
-        assert cyclegan.load_checkpoint(f"{expected}/checkpoint.pt")["iteration"] == 1
     stamp = os.path.getmtime("runs/data/checkpoint.pt")
     error = fails_with([*TINY, "--max-iters", "1", "--out", "runs/data"], capsys)
     assert "runs/data/checkpoint.pt already exists: add --resume" in error
@@ -1556,22 +1534,10 @@ def test_new_runs_take_the_next_free_folder_and_resume_takes_the_newest(run_dir,
     os.utime("runs/data/checkpoint.pt", (time.time() + 10, time.time() + 10))  # newest now
     printed = run_main(["--data", "data", "--resume", "--max-iters", "2"], capsys).out
     assert "\nresuming runs/data;" in printed
-    assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 2
     assert cyclegan.load_checkpoint("runs/data3/checkpoint.pt")["iteration"] == 1
     write_image("photo.jpg")
     printed = run_main(["--data", "data", "--translate", "photo.jpg"], capsys).out
     assert "translating with runs/data/checkpoint.pt:" in printed
-
-
-def test_two_runs_started_together_take_two_folders_and_a_busy_folder_is_refused(run_dir, capsys,
-                                                                                  monkeypatch):
-    """The second command decides its folder before the first has written anything: each
-    folder is claimed as its name is chosen, so the second takes runs/data2. With the same --out,
-    the second is refused while the first holds the folder (still empty: it decodes its data),
-    and leaves it where it is. A filesystem without locks (some network mounts) trains unlocked,
-    and says so once."""
-    typed = vars(cyclegan.build_arg_parser().parse_args(TINY))
-    assert [cyclegan.prepare_run(typed)[1] for _ in "12"] == ["runs/data", "runs/data2"]
     with cyclegan.lock_run_folder("runs/new"):  # as the first run holds it (flock: per open)
         error = fails_with([*TINY, "--out", "runs/new"], capsys)
         assert error == ("error: runs/new is in use by another process that trains in it; wait "
@@ -1607,15 +1573,20 @@ def test_a_run_folder_in_training_is_refused_to_another_process_until_it_ends(ru
     assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 3
 
 
-def test_the_demo_is_the_default_of_data_demo(run_dir, capsys):
+def test_the_demo_is_the_default_of_data_demo_and_runs_leave_no_settings_behind(run_dir, capsys):
+    """A new demo run takes the demo's settings, under the flags typed; two runs in one process
+    (a notebook) leave cuDNN's benchmark flag and the Ctrl-C handler as they found them."""
+    torch.backends.cudnn.benchmark = False
+    handler = signal.getsignal(signal.SIGINT)
     printed = run_main(["--data", "demo", "--max-iters", "2", "--epochs", "3"], capsys).out
     lines = printed.splitlines()
     assert lines[0] == ("new run in runs/demo with the demo's settings; typed: --data --max-iters "
                         "--epochs")
     assert ("data demo, image-size 32, load-size 36, batch-size 1, epochs 3, decay-epochs 1, "
-            "lr 0.001") in lines[1]
-    assert "ngf 16, ndf 16, n-blocks 2" in lines[1]
-    assert cyclegan.load_checkpoint("runs/demo/checkpoint.pt")["settings"]["epochs"] == 3
+            "lr 0.001") in lines[1] and "ngf 16, ndf 16, n-blocks 2" in lines[1]
+    run_main([*TINY, "--max-iters", "1", "--image-size", "24"], capsys)
+    assert torch.backends.cudnn.benchmark is False and signal.getsignal(signal.SIGINT) is handler
+    assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["settings"]["load_size"] == 27
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -1722,11 +1693,17 @@ def test_ctrl_c_while_decoding_stops_at_once_and_leaves_no_run_folder(run_dir):
 
 # --- 18. Command line and notebooks -----------------------------------------------------------
 
-def test_help_and_readme_list_every_flag():
+def test_help_and_readme_list_every_flag_and_ci_runs_the_readme_test_command():
+    readme = open(os.path.join(HERE, "README.md")).read()
+    ci = open(os.path.join(HERE, ".ci", "run")).read()
+    command = readme.split("Run the tests")[1].split("\n\n")[1].strip()
+    assert command.endswith("python -m pytest -q") and command in ci.splitlines()
+    quick = readme.split("The quick tests")[1].split("\n\n")[1].split("\n")
+    quick = [line.strip() for line in quick]
+    assert quick == ["python -m pip install -q pytest", 'python -m pytest -q -m "not slow"']
     parser = cyclegan.build_arg_parser()
     flags = [option for action in parser._actions for option in action.option_strings
              if option.startswith("--") and option != "--help"]
-    readme = open(os.path.join(HERE, "README.md")).read()
     options_table = readme.split("## Options")[1].split("\n## ")[0]
     for flag in flags:
         assert f"`{flag}" in options_table, f"README's options table lacks {flag}"
@@ -1736,28 +1713,7 @@ def test_help_and_readme_list_every_flag():
             assert f"(default {default})" in text, key
 
 
-def test_runs_in_one_process_leave_no_settings_behind(run_dir, capsys):
-    torch.backends.cudnn.benchmark = False
-    handler = signal.getsignal(signal.SIGINT)
-    run_main([*TINY, "--max-iters", "1"], capsys)
-    run_main([*TINY, "--max-iters", "1", "--image-size", "24"], capsys)
-    assert torch.backends.cudnn.benchmark is False and signal.getsignal(signal.SIGINT) is handler
-    assert cyclegan.load_checkpoint("runs/data2/checkpoint.pt")["settings"]["load_size"] == 27
-
-
-def test_under_torchrun_translate_is_refused(run_dir, capsys, monkeypatch):
-    """torchrun (which sets WORLD_SIZE) would run --translate once per process; the translate
-    command that a run under torchrun prints is a plain one."""
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
-    error = fails_with(["--translate", "photo.jpg"], capsys)
-    assert error == ("error: (process 0) --translate runs in one process; start it with python "
-                     "cyclegan.py, not torchrun\n")
-    assert cyclegan.command_to_run(["--translate", "a"], one_process=True) == (
-        "python cyclegan.py --translate a")
-
-
-def test_in_a_notebook_errors_print_one_line_and_do_not_exit(run_dir, capsys, monkeypatch):
+def test_in_a_notebook_or_under_torchrun_errors_print_one_line(run_dir, capsys, monkeypatch):
     monkeypatch.setattr(cyclegan, "in_notebook", lambda: True)
     assert cyclegan.main(["--data", "nowhere"]) is None
     assert capsys.readouterr().err.startswith("error: no dataset for --data nowhere")
@@ -1765,6 +1721,16 @@ def test_in_a_notebook_errors_print_one_line_and_do_not_exit(run_dir, capsys, mo
     error = capsys.readouterr().err
     assert error == "error: unrecognized arguments: --colour; see main(['--help'])\n"
     assert cyclegan.main(["--help"]) is None and "usage: cyclegan.py" in capsys.readouterr().out
+    # torchrun (which sets WORLD_SIZE) would run --translate once per process: refused; the
+    # translate command that a run under torchrun prints is a plain one
+    monkeypatch.setattr(cyclegan, "in_notebook", lambda: False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    error = fails_with(["--translate", "photo.jpg"], capsys)
+    assert error == ("error: (process 0) --translate runs in one process; start it with python "
+                     "cyclegan.py, not torchrun\n")
+    assert cyclegan.command_to_run(["--translate", "a"], one_process=True) == (
+        "python cyclegan.py --translate a")
 
 
 @slow
@@ -1974,15 +1940,3 @@ def test_a_generator_downloads_once_and_a_bad_one_leaves_nothing(tmp_path, capsy
         assert result.returncode != 0 and left_in("pretrained") == ["summer2winter_yosemite.pth"]
     result, _ = download(tmp_path, {}, "pretrained", "summer2autumn")
     assert "unknown model 'summer2autumn'" in result.stderr and "style_vangogh" in result.stderr
-
-
-# --- project files ----------------------------------------------------------------------------
-
-def test_ci_runs_the_readme_test_command():
-    readme = open(os.path.join(HERE, "README.md")).read()
-    ci = open(os.path.join(HERE, ".ci", "run")).read()
-    command = readme.split("Run the tests")[1].split("\n\n")[1].strip()
-    assert command.endswith("python -m pytest -q") and command in ci.splitlines()
-    quick = readme.split("The quick tests")[1].split("\n\n")[1].split("\n")
-    quick = [line.strip() for line in quick]
-    assert quick == ["python -m pip install -q pytest", 'python -m pytest -q -m "not slow"']
