@@ -1022,7 +1022,8 @@ def choose_device(name):
     if name == "auto":
         name = next(kind for kind, count in available.items() if count > 0)
     kind, _, index = name.partition(":")
-    if kind not in available or not (index or "0").isdigit() or int(index or 0) >= available[kind]:
+    index = index or "0"
+    if kind not in available or not index.isdigit() or int(index) >= available[kind]:
         raise CycleGANError(f"--device {name}: not a device that torch can use on this machine; "
                             "use auto, cpu, cuda, cuda:N or mps")
     return torch.device(name)
@@ -1180,10 +1181,11 @@ def resume_advice(run_folder):
 
 def interrupted_line(run_folder, saved_iteration=None):
     """After Ctrl-C: the iteration just saved, if any, and how to resume."""
-    if resume_advice(run_folder) is None:
+    advice = resume_advice(run_folder)
+    if advice is None:
         return "interrupted before the first iteration: nothing was trained or saved"
     at = "" if saved_iteration is None else f" at iteration {saved_iteration}"
-    return f"interrupted{at}; {resume_advice(run_folder)}"
+    return f"interrupted{at}; {advice}"
 
 
 def training_fault(error, args, device, run_folder):
