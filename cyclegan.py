@@ -1113,6 +1113,16 @@ def every_process(value):
     return values
 
 
+def from_first_process(value):
+    """The first process's value, on every process: a broadcast, not a gather, for one large
+    value (a checkpoint), which all_gather_object would pad and send from every process."""
+    if not dist.is_initialized():
+        return value
+    values = [value]
+    dist.broadcast_object_list(values, src=0)
+    return values[0]
+
+
 # --- 13. Starting and ending a run; checkpoints, exact resume, progress -----------------------
 # One checkpoint dict holds everything that decides a run's future: the networks, Adam's moments,
 # the pools, the random state, and the iteration (which gives the epoch's image order and the
@@ -1873,7 +1883,7 @@ def train_from_flags(typed):
     try:
         with contextlib.redirect_stdout(output), StopOnCtrlC() as stop:
             prepared = prepare_run(typed) if first_process() else None
-            args, run_folder, checkpoint, introduction = every_process(prepared)[0]
+            args, run_folder, checkpoint, introduction = from_first_process(prepared)
             with lock_run_folder(run_folder) if first_process() else contextlib.nullcontext():
                 try:
                     model = train(args, run_folder, checkpoint, introduction, stop, device)

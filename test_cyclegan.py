@@ -1299,14 +1299,23 @@ cyclegan.main(["--data", "data", "--max-iters", "3", "--resume"])
 
 
 def fill_the_disk_at(name, monkeypatch):
-    """From now on a file called `name` (or its temporary file) fails with ENOSPC as it is forced
-    onto the disk, its bytes written: as on a full disk."""
+    """From now on a file called `name` (or its temporary file), opened by cyclegan, fails with
+    ENOSPC as it is forced onto the disk, its bytes written: as on a full disk."""
+    doomed = set()  # descriptors of such files
+
+    def opener(path, mode="r", *args, **kwargs):
+        file = open(path, mode, *args, **kwargs)
+        if mode[0] in "wa" and os.path.basename(path) in (name, name + ".tmp"):
+            doomed.add(file.fileno())
+        return file
     real_fsync = os.fsync
 
     def fsync(descriptor):
-        if os.path.basename(os.readlink(f"/proc/self/fd/{descriptor}")) in (name, name + ".tmp"):
+        if descriptor in doomed:
+            doomed.discard(descriptor)  # the file is closed next: its number may be reused
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_fsync(descriptor)
+    monkeypatch.setattr(cyclegan, "open", opener, raising=False)
     monkeypatch.setattr(os, "fsync", fsync)
 
 

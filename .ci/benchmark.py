@@ -59,9 +59,10 @@ per iteration, which is what the progress lines give now; these shared machines 
   iterations: 1.58 GB (bf16) and 1.69-1.70 GB (fp32, AVX2 machine), from
   `/usr/bin/time -v python cyclegan.py --data s2w --max-iters 8` on a folder made with
   `make_dataset('s2w', n_x=1231, n_y=962, n_test=4)` from test_cyclegan.py.
-- --compare-processes at 128px, 12 iterations, on the second AVX512-BF16 machine (bf16): 1
-  process of 2 threads at batch 2 ran 1.258 s/it (1.59 images/s), 2 torchrun processes of 1
-  thread at batch 1 1.400 s/it (1.43 images/s).
+- --compare-processes at 128px, 12 iterations, on an AVX512-BF16 machine (bf16), with the
+  gradients averaged in GradScaler.step (step 18): 1 process of 2 threads at batch 2 ran
+  2.344 s/it (0.85 images/s), 2 torchrun processes of 1 thread at batch 1 2.533 s/it
+  (0.79 images/s).
 - --translate-12mp on an AVX512-BF16 machine (auto = bf16): the default 7.1 s, peak RAM 1.18 GB;
   --small-output 2.9 s, 1.18 GB (so carrying the translation back to 4000x3000 cost 4.2 s and
   no measurable memory); --translate-size original 100.0 s, 8.63 GB.
