@@ -964,7 +964,8 @@ def translate_file(generator, image_path, target, size, precision, small_output)
 
 
 # The smallest side the generator takes: the strided convolutions bring a side of 4 down to 1
-# pixel, where instance norm has no spread to divide by; 5 is padded to 8 (the folder test).
+# pixel, where instance norm has no spread to divide by; 5 is padded to 8
+# (test_a_folder_is_translated_around_the_photos_that_cannot_be takes 5x5 and refuses 4x4).
 SMALLEST_SIDE = 5
 # The memory a generator needs per pixel, a bound on what `python .ci/benchmark.py
 # --translation-memory` measured on the CPU: fp32 up to 13.1 bytes per pixel per filter (16, 32
