@@ -523,9 +523,7 @@ def train(args, run_folder, checkpoint, introduction, stop, device):
     seed_this_process(args.seed)  # under torchrun, each process's own history pool draws
     # The data is read before anything is written: a bad dataset leaves no run folder behind.
     data, test_X, test_Y = load_dataset(args)
-    # Section 5's epochs, the same after a resume, shared among torchrun processes (section 13)
-    batches = Batches(data, args.batch_size, args.seed)
-    iterations_per_epoch = batches.iterations_per_epoch()
+    iterations_per_epoch = math.ceil(data.epoch_length / (args.batch_size * process_count()))
     last = (args.epochs + args.decay_epochs) * iterations_per_epoch  # the schedule's end
     if args.max_iters is not None:
         last = min(last, args.max_iters)
@@ -541,7 +539,8 @@ def train(args, run_folder, checkpoint, introduction, stop, device):
         # resumed run has no scheduler state to restore.
         for optimizer in (training.opt_G, training.opt_D):
             optimizer.param_groups[0]["lr"] = learning_rate(epoch, args)
-        real_X, real_Y = batches.get(epoch, index, device)
+        # Section 5's epochs, the same after a resume, shared among torchrun processes (section 13)
+        real_X, real_Y = planned_batch(data, args, epoch, index, device)
         losses = train_step(training.model, real_X, real_Y, training.opt_G, training.opt_D,
                             training.pool_X, training.pool_Y, training.precision, args)
         training.iteration += 1
@@ -745,26 +744,20 @@ class WriteFailed(CycleGANError):
     """A file could not be written (a full disk, a folder without permission)."""
 
 
-def write_file(path, write, append=False):
+def write_file(path, write):
     """Every file this program writes goes through here. write(f) fills a temporary file beside
     `path`, forced onto the disk (fsync), then renamed over `path` (atomic): a kill at any moment
-    leaves the old file or the new one whole. append=True adds to `path`; a failure cuts it back.
-    Any failure leaves no temporary file; an OSError becomes WriteFailed, which says what to do."""
-    target = path if append else path + ".tmp"
-    length = os.path.getsize(path) if append and os.path.exists(path) else 0
+    leaves the old file or the new one whole. Any failure leaves no temporary file; an OSError
+    becomes WriteFailed, which says what to do."""
     try:
-        with open(target, "ab" if append else "wb") as f:
+        with open(path + ".tmp", "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        if not append:
-            os.replace(target, path)
+        os.replace(path + ".tmp", path)
     except BaseException as error:
         with contextlib.suppress(OSError):
-            if append:
-                os.truncate(path, length)
-            else:
-                os.remove(target)
+            os.remove(path + ".tmp")
         # torch.save wraps an OSError in a RuntimeError
         cause = error.__context__ if isinstance(error, RuntimeError) else error
         if not isinstance(cause, OSError):
@@ -1130,28 +1123,15 @@ def from_first_process(value):
 # learning rate). Restored, the run continues bit for bit on a CPU (a GPU's fastest kernels are
 # not bitwise repeatable). A run saves every --checkpoint-every iterations and when it stops.
 
-class Batches:
-    """Which images each iteration trains on. Each epoch's plan (section 5) comes from a random
-    stream seeded by (seed, epoch) alone: a resumed run rebuilds it, and every torchrun process
-    draws the same one and takes its own batch_size places (wrapping round: every batch full)."""
-    def __init__(self, data, batch_size, seed):
-        self.data = data
-        self.batch_size = batch_size
-        self.seed = seed
-        self.planned = (None, None)  # (epoch, its plan): the epoch under way
-
-    def iterations_per_epoch(self):
-        return math.ceil(self.data.epoch_length / (self.batch_size * process_count()))
-
-    def get(self, epoch, iteration, device):
-        """-> real_X, real_Y of the epoch's `iteration` (from 0), on `device`."""
-        if self.planned[0] != epoch:
-            # A stream of its own for each (seed, epoch), while epochs stay below 100,003
-            rng = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self.planned = (epoch, self.data.plan_epoch(rng))
-        first = (iteration * process_count() + process_rank()) * self.batch_size
-        places = torch.arange(first, first + self.batch_size) % self.data.epoch_length
-        return self.data.batch(self.planned[1], places, device)
+def planned_batch(data, args, epoch, iteration, device):
+    """-> real_X, real_Y of the epoch's `iteration` (from 0), on `device`. The epoch's plan
+    (section 5) is drawn from a random stream seeded by (seed, epoch) alone: a resumed run draws
+    it again, and every torchrun process draws the same one and takes its own batch_size places
+    (wrapping round: every batch full). A stream of its own for each epoch below 100,003."""
+    plan = data.plan_epoch(torch.Generator().manual_seed(args.seed * 100_003 + epoch))
+    first = (iteration * process_count() + process_rank()) * args.batch_size
+    places = torch.arange(first, first + args.batch_size) % data.epoch_length
+    return data.batch(plan, places, device)
 
 
 def announce_run(introduction, training, data, iterations_per_epoch, last, args):
@@ -1303,21 +1283,16 @@ class ProgressLog:
         self.shown = {}  # in a notebook: name -> the handle of an output updated in place
         if self.device.type == "cuda":  # this run's own peak: a notebook may run several
             torch.cuda.reset_peak_memory_stats(self.device)
+        # losses.csv's rows, the file rewritten whole with each new one. A resumed run logs
+        # again what a run killed before its next save had logged: those rows are dropped.
+        self.rows = [["iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it"]]
         if first_process() and os.path.exists(f"{run_folder}/losses.csv"):
-            self.keep_rows_up_to(training.iteration)
+            with open(f"{run_folder}/losses.csv") as f:
+                rows = list(csv.reader(f))
+            self.rows = rows[:1] + [row for row in rows[1:] if int(row[0]) <= training.iteration]
         self.started = time.perf_counter()
         self.line_time = self.started  # when the last line was written
         self.last_time = self.started  # when the last iteration ended
-
-    def keep_rows_up_to(self, iteration):
-        """A resumed run logs again what a run killed before its next save had logged: drop it."""
-        path = f"{self.run_folder}/losses.csv"
-        with open(path) as f:
-            lines = f.readlines()
-        kept = [line for line in lines[1:]
-                if line.endswith("\n") and int(line.split(",")[0]) <= iteration]
-        if len(kept) < len(lines) - 1:
-            write_file(path, lambda f: f.write("".join(lines[:1] + kept).encode()))
 
     def add(self, losses):
         self.loss_sums = self.loss_sums + torch.stack([losses[name] for name in LOSS_NAMES])
@@ -1367,13 +1342,11 @@ class ProgressLog:
             self.show("progress", Pretty(line))
         else:
             print(line, flush=True)
-        row = [training.iteration, epoch + 1, f"{training.opt_G.param_groups[0]['lr']:.6g}",
-               *(f"{mean:.5f}" for mean in means), f"{seconds:.4f}"]
-        line = ",".join(map(str, row)) + "\n"
-        path = f"{self.run_folder}/losses.csv"
-        if not os.path.exists(path):  # a new run's first row (nothing is written before it)
-            line = ",".join(["iteration", "epoch", "lr", *LOSS_NAMES, "s_per_it"]) + "\n" + line
-        write_file(path, lambda f: f.write(line.encode()), append=True)
+        self.rows.append([training.iteration, epoch + 1,
+                          f"{training.opt_G.param_groups[0]['lr']:.6g}",
+                          *(f"{mean:.5f}" for mean in means), f"{seconds:.4f}"])
+        text = "".join(",".join(map(str, row)) + "\n" for row in self.rows)
+        write_file(f"{self.run_folder}/losses.csv", lambda f: f.write(text.encode()))
 
     def sample(self, training, name):
         """samples/<name>.png, losses.png redrawn (shown in a notebook), the not-learning check."""
@@ -1382,7 +1355,7 @@ class ProgressLog:
         rows = save_sample_grid(training.model, self.test_X.to(self.device),
                                 self.test_Y.to(self.device), training.precision, grid_path)
         curves_path = f"{self.run_folder}/losses.png"
-        draw_loss_curves(f"{self.run_folder}/losses.csv", curves_path)
+        draw_loss_curves(self.rows[1:], curves_path)
         self.check_cycle(training.iteration, rows, grid_path, curves_path)
         if in_notebook():
             from IPython.display import Image as Picture
@@ -1470,10 +1443,8 @@ LOSS_PANELS = (("discriminators", ("D_X", "D_Y")),
 CURVE_COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
 
 
-def draw_loss_curves(csv_path, png_path, width=640, panel_height=180):
-    """losses.csv -> a PNG of the curves, drawn with Pillow; nothing until it has two rows."""
-    with open(csv_path) as f:
-        rows = list(csv.reader(f))[1:]
+def draw_loss_curves(rows, png_path, width=640, panel_height=180):
+    """losses.csv's rows -> a PNG of the curves, drawn with Pillow; nothing until there are two."""
     if len(rows) < 2:
         return
     window = max(1, len(rows) // 20)  # the running mean's rows
