@@ -1159,24 +1159,15 @@ def finish_training(run_folder, training, args, log, stop):
         log.sample(training, "last")
     print(log.summary(finished=not stop.stopping))
     if stop.stopping:
-        print(interrupted_line(run_folder, training.iteration if trained else None))
+        print(f"interrupted at iteration {training.iteration}; {resume_advice(run_folder)}")
 
 
 def resume_advice(run_folder):
-    """What the run folder keeps, and the command that resumes it; None before its first save."""
+    """What the run folder keeps, and the command that resumes it."""
     if run_folder is None or not os.path.isfile(os.path.join(run_folder, "checkpoint.pt")):
-        return None
+        return "no checkpoint had been saved yet"
     return (f"{run_folder}/checkpoint.pt keeps the last saved state; resume with: "
             + command_to_run(["--resume", "--out", run_folder]))
-
-
-def interrupted_line(run_folder, saved_iteration=None):
-    """After Ctrl-C: the iteration just saved, if any, and how to resume."""
-    advice = resume_advice(run_folder)
-    if advice is None:
-        return "interrupted before the first iteration: nothing was trained or saved"
-    at = "" if saved_iteration is None else f" at iteration {saved_iteration}"
-    return f"interrupted{at}; {advice}"
 
 
 def training_fault(error, args, device, run_folder):
@@ -1187,7 +1178,7 @@ def training_fault(error, args, device, run_folder):
                 f"batch {args.batch_size}, {args.n_blocks} residual blocks, {args.ngf} filters; "
                 "a run keeps its sizes when resumed, so start a new one with a smaller "
                 "--batch-size, --image-size or --n-blocks")
-    return f"{error}; {resume_advice(run_folder) or 'no checkpoint had been saved yet'}"
+    return f"{error}; {resume_advice(run_folder)}"
 
 
 def checkpoint_parts(training):
@@ -1505,13 +1496,8 @@ def generator_for_translation(typed):
         size = 256
     generator = generator_from_state_dict(weights, path)
     size = typed.get("translate_size", size)
-    if size == "original":
-        print(f"translating with {path}, each photo at its own size (--translate-size original)")
-    else:
-        back = "kept small" if typed.get("small_output") else "carried back to the photo's size"
-        print(f"translating with {path}: photos larger than {size}px are translated at a shorter "
-              f"side of {size}px (--translate-size sets it, 'original' for their own), and the "
-              f"translation {back} (--small-output keeps it small)")
+    at = "each photo's own size" if size == "original" else f"a shorter side of {size}px at most"
+    print(f"translating with {path} at {at} (--translate-size sets it)")
     return generator, suffix, size
 
 
@@ -1810,8 +1796,9 @@ def build_arg_parser():
     return parser
 
 
-# The flags for --translate only; it also takes --out, --data, --device and --precision.
-TRANSLATE_ONLY = ("checkpoint", "direction", "translate_size", "small_output")
+# The flags for --translate only, and those that it takes besides them.
+TRANSLATE_ONLY = ("translate", "checkpoint", "direction", "translate_size", "small_output")
+TRANSLATE_TOO = ("out", "data", "device", "precision")
 
 
 def size_or_original(text):
@@ -1866,7 +1853,7 @@ def train_from_flags(typed):
                 print_next_steps(model, args, run_folder, device)
     except KeyboardInterrupt:  # Ctrl-C before the loop, or a second one: stopped at once
         if first_process():
-            print(f"\n{interrupted_line(run_folder)}")
+            print(f"\ninterrupted; {resume_advice(run_folder)}")
     finally:
         if dist.is_initialized():  # under torchrun: leave the other processes
             dist.destroy_process_group()
@@ -1906,13 +1893,9 @@ def main(argv=None):
         typed = vars(build_arg_parser().parse_args(argv))  # argv None: the command line's
         translating = "translate" in typed
         for key in typed:  # a flag that does nothing for what is asked is a mistake: say so
-            if translating and key not in (*TRANSLATE_ONLY, "translate", "out", "data", "device",
-                                           "precision"):
-                raise CycleGANError(f"{flag(key)} does not apply to --translate, which only uses "
-                                    "a trained model; drop it")
-            if not translating and key in TRANSLATE_ONLY:
-                raise CycleGANError(f"{flag(key)} applies to --translate PATH only; add it, or "
-                                    "drop the flag")
+            if key not in TRANSLATE_TOO and (key in TRANSLATE_ONLY) != translating:
+                doing = "--translate" if translating else "training (without --translate PATH)"
+                raise CycleGANError(f"{flag(key)} does not apply to {doing}; drop it")
         if translating:
             if int(os.environ.get("WORLD_SIZE", 1)) > 1:
                 raise CycleGANError("--translate runs in one process; start it with python "
