@@ -1032,11 +1032,8 @@ def choose_device(name):
 # Alone (python cyclegan.py, a notebook), each function below answers as one process would.
 
 def process_rank():
-    """This process's number among torchrun's; 0 when alone. Outside the process group (before it
-    starts, after it ends) torchrun's RANK and WORLD_SIZE still say it."""
-    if dist.is_initialized():
-        return dist.get_rank()
-    return int(os.environ.get("RANK", 0)) if int(os.environ.get("WORLD_SIZE", 1)) > 1 else 0
+    """This process's number among torchrun's; 0 when alone."""
+    return dist.get_rank() if dist.is_initialized() else 0
 
 
 def first_process():
@@ -1242,15 +1239,6 @@ def read_torch_file(path, what):
                             "check the path") from None
     if not isinstance(state, dict):
         raise CycleGANError(f"{path} holds a {type(state).__name__}, not a {what}")
-    return state
-
-
-def load_checkpoint(path):
-    """checkpoint.pt of a cyclegan.py run -> its dict, or a one-line error naming the file."""
-    state = read_torch_file(path, "checkpoint")
-    if "settings" not in state:
-        raise CycleGANError(f"{path} is not a cyclegan.py training checkpoint (a bare generator "
-                            "file can be used with --translate, not resumed)")
     return state
 
 
@@ -1624,7 +1612,11 @@ def prepare_run(typed):
     checkpoint = None
     if typed.get("resume"):
         run_folder = run_folder or latest_run_folder(data)
-        checkpoint = load_checkpoint(os.path.join(run_folder, "checkpoint.pt"))
+        path = os.path.join(run_folder, "checkpoint.pt")
+        checkpoint = read_torch_file(path, "checkpoint")
+        if "settings" not in checkpoint:
+            raise CycleGANError(f"{path} is not a cyclegan.py training checkpoint (a bare "
+                                "generator file can be used with --translate, not resumed)")
         saved = {**defaults, **checkpoint["settings"]}
         for key in DEFAULT_SETTINGS:
             fixed = key not in ("epochs", "decay_epochs")  # the schedule may change
@@ -1907,7 +1899,7 @@ def main(argv=None):
         return train_from_flags(typed)
     except CycleGANError as error:  # the user's to fix: one line, no traceback
         # Under torchrun each process prints its own, numbered (a bad flag fails in all of them)
-        number = f"(process {process_rank()}) " if "TORCHELASTIC_RUN_ID" in os.environ else ""
+        number = f"(process {os.environ['RANK']}) " if "TORCHELASTIC_RUN_ID" in os.environ else ""
         print(f"error: {number}{error}", file=sys.stderr)
         if not in_notebook():
             raise SystemExit(1) from None

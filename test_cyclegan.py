@@ -671,7 +671,7 @@ def test_losses_csv_holds_each_iteration_once_after_a_kill_and_a_resume(run_dir,
         with open("runs/data/losses.csv") as f:
             return [int(line.split(",")[0]) for line in f.read().splitlines()[1:]]
     assert logged() == [1, 2, 4, 6]
-    assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 4
+    assert torch.load("runs/data/checkpoint.pt")["iteration"] == 4
     run_main(["--data", "data", "--resume", "--max-iters", "10"], capsys)
     assert logged() == [1, 2, 4, 6, 8, 10]
 
@@ -700,7 +700,7 @@ def test_translate_scales_photos_to_the_size_the_model_learned(run_dir, capsys):
         (50, 36), (30, 20), (36, 48)]  # a: smaller, not enlarged
     # the output is the generator's, not a copy of the input, rounded to the nearest 8-bit value
     model = cyclegan.CycleGAN(4, 4, 1)
-    model.load_state_dict(cyclegan.load_checkpoint("runs/data/checkpoint.pt")["model"])
+    model.load_state_dict(torch.load("runs/data/checkpoint.pt")["model"])
     image = cyclegan.to_model_range(cyclegan.load_image("photos/more/a.png"))[None]
     with torch.no_grad(), cyclegan.Precision("auto", torch.device("cpu")).autocast():
         expected = cyclegan.to_pixels(cyclegan.translate_image(model.G_YtoX, image)[0])
@@ -1097,7 +1097,7 @@ def test_ctrl_c_under_torchrun_stops_both_and_the_printed_command_resumes_exactl
     assert process.returncode != 0  # torchrun reports its workers' exit status 130
     stopped_at = int(output.split("interrupted at iteration ")[1].split(";")[0])
     assert stopped_at % 10 == 0 and 10 <= stopped_at < 120  # agreed at a multiple of 10
-    state = cyclegan.load_checkpoint(str(run_dir / "runs/data/checkpoint.pt"))
+    state = torch.load(str(run_dir / "runs/data/checkpoint.pt"))
     assert state["iteration"] == stopped_at and len(state["processes"]) == 2
     command = output.split("resume with: ")[1].splitlines()[0].strip()
     assert command == ("torchrun --standalone --nproc_per_node=2 cyclegan.py --resume --out "
@@ -1106,15 +1106,15 @@ def test_ctrl_c_under_torchrun_stops_both_and_the_printed_command_resumes_exactl
     resumed = torchrun(words[1:3], words[4:], run_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed at iteration {stopped_at}" in resumed.stdout
-    finished = cyclegan.load_checkpoint(str(run_dir / "runs/data/checkpoint.pt"))
-    expected = cyclegan.load_checkpoint(str(run_dir / "two_machines/checkpoint.pt"))
+    finished = torch.load(str(run_dir / "runs/data/checkpoint.pt"))
+    expected = torch.load(str(run_dir / "two_machines/checkpoint.pt"))
     assert finished["iteration"] == 120
     for key in ("model", "optimizer_G", "optimizer_D", "processes"):
         assert tensors_equal(finished[key], expected[key]), key
     printed = run_main(["--resume", "--out", "runs/data", "--max-iters", "122"], capsys).out
     assert ("the checkpoint was saved by 2 processes and this run has 1: the history pools "
             "start empty, and the random streams are dealt afresh") in printed
-    state = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
+    state = torch.load("runs/data/checkpoint.pt")
     assert len(state["processes"]) == 1 and len(state["processes"][0]["pool_X"]) == 2
     # a bad flag fails in both processes: each prints its own error line, numbered
     result = torchrun(TWO_PROCESSES, ["--data", "demo", "--image_size", "64"], run_dir)
@@ -1173,20 +1173,20 @@ def test_resume_continues_exactly(run_dir, capsys):
     common = [*TINY, "--epochs", "2", "--decay-epochs", "1", "--pool-size", "2",
               "--checkpoint-every", "3"]
     run_main([*common, "--out", "straight", "--max-iters", "7"], capsys)
-    straight = cyclegan.load_checkpoint("straight/checkpoint.pt")
+    straight = torch.load("straight/checkpoint.pt")
     assert straight["iteration"] == 7  # epochs of 4: stopped inside the second
     for stop in (2, 4):
         out = f"stopped_at_{stop}"
         run_main([*common, "--out", out, "--max-iters", str(stop)], capsys)
-        assert cyclegan.load_checkpoint(f"{out}/checkpoint.pt")["iteration"] == stop
+        assert torch.load(f"{out}/checkpoint.pt")["iteration"] == stop
         printed = run_main(["--out", out, "--max-iters", "7", "--resume"], capsys).out
         assert f"resumed at iteration {stop}" in printed
-        resumed = cyclegan.load_checkpoint(f"{out}/checkpoint.pt")
+        resumed = torch.load(f"{out}/checkpoint.pt")
         for key in ("model", "optimizer_G", "optimizer_D", "scaler", "processes", "iteration"):
             assert tensors_equal(straight[key], resumed[key]), (stop, key)
     printed = run_main(["--out", "straight", "--max-iters", "7", "--resume"], capsys).out
     assert "stopping at iteration 7: nothing to train" in printed
-    assert tensors_equal(cyclegan.load_checkpoint("straight/checkpoint.pt")["model"],
+    assert tensors_equal(torch.load("straight/checkpoint.pt")["model"],
                          straight["model"])
 
 
@@ -1200,12 +1200,12 @@ def test_resume_takes_its_settings_from_the_checkpoint_and_can_extend_the_schedu
     continues in fp16 (its saved scaler state is empty), then again with the scaler restored."""
     run_main([*TINY, "--image-size", "24", "--epochs", "1", "--decay-epochs", "1", "--lr",
               "0.001", "--log-every", "1"], capsys)
-    assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 4
+    assert torch.load("runs/data/checkpoint.pt")["iteration"] == 4
     printed = run_main(["--data", "data", "--resume", "--epochs", "3", "--ngf", "4"], capsys).out
     assert "load-size 27" in printed and "image-size 24" in printed
     assert "schedule changed from 1 + 1 to 3 + 1 epochs (constant + decaying)" in printed
     assert "resumed at iteration 4 (epoch 3), learning rate 0.001" in printed
-    state = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
+    state = torch.load("runs/data/checkpoint.pt")
     assert state["iteration"] == 8 and state["settings"]["epochs"] == 3
     rates = [float(row.split(",")[2]) for row in open("runs/data/losses.csv").read().split()[1:]]
     assert rates == [0.001, 0.001, 0.0005, 0.0005, 0.001, 0.001, 0.0005, 0.0005]
@@ -1216,7 +1216,7 @@ def test_resume_takes_its_settings_from_the_checkpoint_and_can_extend_the_schedu
     for iterations in ("9", "10"):
         run_main(["--data", "data", "--resume", "--epochs", "4", "--max-iters", iterations,
                   "--precision", "fp16"], capsys)
-    state = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
+    state = torch.load("runs/data/checkpoint.pt")
     assert state["iteration"] == 10 and state["scaler"]["scale"] > 0
 
 
@@ -1238,7 +1238,7 @@ def test_nonfinite_values_stop_the_run_and_keep_the_last_good_checkpoint(run_dir
     finite losses, or NaN losses: the run stops with one line before it saves, and the
     checkpoint of iteration 2 stays."""
     run_main([*TINY, "--max-iters", "2", "--checkpoint-every", "2", "--log-every", "2"], capsys)
-    good = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
+    good = torch.load("runs/data/checkpoint.pt")
     real_train_step = cyclegan.train_step
     calls = []
 
@@ -1251,7 +1251,7 @@ def test_nonfinite_values_stop_the_run_and_keep_the_last_good_checkpoint(run_dir
     assert error == ("error: the losses or weights became non-finite (NaN or inf) before "
                      "iteration 4; runs/data/checkpoint.pt keeps the last good state. Try a "
                      "lower --lr or --precision fp32\n")
-    kept = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
+    kept = torch.load("runs/data/checkpoint.pt")
     assert kept["iteration"] == 2 and tensors_equal(kept["model"], good["model"])
 
 
@@ -1260,7 +1260,7 @@ def test_checkpoint_survives_sigkill_while_saving(run_dir, capsys):
     """kill -9 while half a checkpoint is written: the previous one is whole, and the resume
     removes the stale temporary file."""
     run_main([*TINY, "--max-iters", "1"], capsys)
-    before = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
+    before = torch.load("runs/data/checkpoint.pt")
     half_a_save = f"""
 import sys, time, torch
 sys.path.insert(0, {HERE!r})
@@ -1281,10 +1281,10 @@ cyclegan.main(["--data", "data", "--max-iters", "3", "--resume"])
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=60) == -signal.SIGKILL
     assert os.path.getsize("runs/data/checkpoint.pt.tmp") > 0  # the half-written one
-    after = cyclegan.load_checkpoint("runs/data/checkpoint.pt")  # the previous one, whole
+    after = torch.load("runs/data/checkpoint.pt")  # the previous one, whole
     assert tensors_equal(before["model"], after["model"]) and after["iteration"] == 1
     run_main(["--data", "data", "--max-iters", "2", "--resume"], capsys)
-    assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 2
+    assert torch.load("runs/data/checkpoint.pt")["iteration"] == 2
     assert not os.path.exists("runs/data/checkpoint.pt.tmp")  # the stale one, removed
 
 
@@ -1342,7 +1342,7 @@ def test_a_write_that_fails_leaves_no_partial_file_and_says_how_to_resume(run_di
     assert not [path for path in after if path.endswith(".tmp")]
     assert after.get(f"{folder}/{name}") == before.get(f"{folder}/{name}")  # old, or none
     run_main(["--resume", "--out", "runs/data", "--max-iters", "4"], capsys)
-    assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 4
+    assert torch.load("runs/data/checkpoint.pt")["iteration"] == 4
 
 
 def test_a_write_that_fails_in_any_way_leaves_the_file_as_it_was(tmp_path):
@@ -1393,7 +1393,7 @@ def test_a_real_full_disk_ends_in_one_line_and_keeps_the_last_checkpoint(run_dir
         r"in disk/run/\); free some space; disk/run/checkpoint.pt keeps the last saved state; "
         r"resume with: python cyclegan.py --resume --out disk/run\n", result.stderr)
     assert sorted(os.listdir("left")) == ["checkpoint.pt", "losses.csv"]  # no grid before 6
-    assert cyclegan.load_checkpoint("left/checkpoint.pt")["iteration"] == 2  # whole
+    assert torch.load("left/checkpoint.pt")["iteration"] == 2  # whole
 
 
 def test_out_of_memory_half_way_through_an_iteration_saves_nothing(run_dir, capsys,
@@ -1401,7 +1401,7 @@ def test_out_of_memory_half_way_through_an_iteration_saves_nothing(run_dir, caps
     """Out of memory in the discriminators' step, after the generators' step has changed them:
     one line with what ran and what to lower; the checkpoint of iteration 2 is not replaced."""
     run_main([*TINY, "--max-iters", "2"], capsys)
-    before = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
+    before = torch.load("runs/data/checkpoint.pt")
 
     def out_of_memory(*args):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -1411,7 +1411,7 @@ def test_out_of_memory_half_way_through_an_iteration_saves_nothing(run_dir, caps
         r"error: out of memory on cpu with 32px crops, batch 1, 1 residual "
         r"blocks, 4 filters; a run keeps its sizes when resumed, so start a new one with a "
         r"smaller --batch-size, --image-size or --n-blocks\n", error), error
-    after = cyclegan.load_checkpoint("runs/data/checkpoint.pt")
+    after = torch.load("runs/data/checkpoint.pt")
     assert after["iteration"] == 2 and tensors_equal(after["model"], before["model"])
 
 
@@ -1532,7 +1532,7 @@ def test_new_runs_take_free_folders_and_resume_takes_the_newest(run_dir, capsys,
     os.utime("runs/data/checkpoint.pt", (time.time() + 10, time.time() + 10))  # newest now
     printed = run_main(["--data", "data", "--resume", "--max-iters", "2"], capsys).out
     assert "\nresuming runs/data;" in printed
-    assert cyclegan.load_checkpoint("runs/data3/checkpoint.pt")["iteration"] == 1
+    assert torch.load("runs/data3/checkpoint.pt")["iteration"] == 1
     write_image("photo.jpg")
     printed = run_main(["--data", "data", "--translate", "photo.jpg"], capsys).out
     assert "translating with runs/data/checkpoint.pt at" in printed
@@ -1548,7 +1548,7 @@ def test_new_runs_take_free_folders_and_resume_takes_the_newest(run_dir, capsys,
     printed = run_main([*TINY, "--max-iters", "1", "--out", "runs/unlocked"], capsys).out
     assert ("note: runs/unlocked cannot be locked on its filesystem; start no second run in it\n"
             in printed)
-    assert cyclegan.load_checkpoint("runs/unlocked/checkpoint.pt")["iteration"] == 1
+    assert torch.load("runs/unlocked/checkpoint.pt")["iteration"] == 1
 
 
 @slow
@@ -1568,7 +1568,7 @@ def test_a_run_folder_in_training_is_refused_to_another_process_until_it_ends(ru
     process.kill()
     process.wait(timeout=60)
     run_main(["--data", "data", "--resume", "--max-iters", "3"], capsys)
-    assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["iteration"] == 3
+    assert torch.load("runs/data/checkpoint.pt")["iteration"] == 3
 
 
 def test_the_demo_is_the_default_of_data_demo_and_runs_leave_no_settings_behind(run_dir, capsys):
@@ -1584,7 +1584,7 @@ def test_the_demo_is_the_default_of_data_demo_and_runs_leave_no_settings_behind(
             "lr 0.001") in lines[1] and "ngf 16, ndf 16, n-blocks 2" in lines[1]
     run_main([*TINY, "--max-iters", "1", "--image-size", "24"], capsys)
     assert torch.backends.cudnn.benchmark is False and signal.getsignal(signal.SIGINT) is handler
-    assert cyclegan.load_checkpoint("runs/data/checkpoint.pt")["settings"]["load_size"] == 27
+    assert torch.load("runs/data/checkpoint.pt")["settings"]["load_size"] == 27
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -1640,12 +1640,12 @@ def test_ctrl_c_saves_and_the_printed_command_resumes(run_dir):
     iteration = int(text.split("interrupted at iteration ")[1].split(";")[0])
     assert 3 <= iteration < 200
     checkpoint = str(run_dir / "runs/data/checkpoint.pt")
-    assert cyclegan.load_checkpoint(checkpoint)["iteration"] == iteration
+    assert torch.load(checkpoint)["iteration"] == iteration
     command = text.split("resume with: ")[1].splitlines()[0].strip()
     assert command == "python cyclegan.py --resume --out runs/data"
     result = command_line(shlex.split(command)[2:], run_dir)  # exactly as printed
     assert result.returncode == 0, result.stderr
-    assert cyclegan.load_checkpoint(str(run_dir / "runs/data/checkpoint.pt"))["iteration"] == 200
+    assert torch.load(str(run_dir / "runs/data/checkpoint.pt"))["iteration"] == 200
     lines = result.stdout.strip().splitlines()  # then the translation command, as printed
     assert re.fullmatch(r"done: \d+ iterations in [\d.]+ s \([\d.]+ s per iteration\)", lines[-3])
     assert lines[-2:] == ["translate photos with this model:", "  python cyclegan.py --translate "
@@ -1722,8 +1722,9 @@ def test_in_a_notebook_or_under_torchrun_errors_print_one_line(run_dir, capsys, 
     monkeypatch.setattr(cyclegan, "in_notebook", lambda: False)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    monkeypatch.setenv("RANK", "1")
     error = fails_with(["--translate", "photo.jpg"], capsys)
-    assert error == ("error: (process 0) --translate runs in one process; start it with python "
+    assert error == ("error: (process 1) --translate runs in one process; start it with python "
                      "cyclegan.py, not torchrun\n")
     assert cyclegan.command_to_run(["--translate", "a"], one_process=True) == (
         "python cyclegan.py --translate a")
@@ -1793,7 +1794,7 @@ def test_pasted_into_a_jupyter_kernel(run_dir):
         "main(['--resume', '--max-iters', '40', '--out', 'runs/data2'])")
     assert "resumed at iteration" in outputs[4]
     assert outputs[4].strip().splitlines()[-3].startswith("done:")
-    state = cyclegan.load_checkpoint(str(run_dir / "runs/data2/checkpoint.pt"))
+    state = torch.load(str(run_dir / "runs/data2/checkpoint.pt"))
     assert state["iteration"] == 40 and state["settings"]["load_size"] == 36
     assert "done: translated 1 image XtoY" in outputs[5]
     assert Image.open(run_dir / "translated" / "photo_XtoY.png").size == (50, 38)  # its own
