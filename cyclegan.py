@@ -1032,7 +1032,6 @@ def choose_device(name):
 # Alone (python cyclegan.py, a notebook), each function below answers as one process would.
 
 def process_rank():
-    """This process's number among torchrun's; 0 when alone."""
     return dist.get_rank() if dist.is_initialized() else 0
 
 
@@ -1121,10 +1120,10 @@ def from_first_process(value):
 # not bitwise repeatable). A run saves every --checkpoint-every iterations and when it stops.
 
 def planned_batch(data, args, epoch, iteration, device):
-    """-> real_X, real_Y of the epoch's `iteration` (from 0), on `device`. The epoch's plan
-    (section 5) is drawn from a random stream seeded by (seed, epoch) alone: a resumed run draws
-    it again, and every torchrun process draws the same one and takes its own batch_size places
-    (wrapping round: every batch full). A stream of its own for each epoch below 100,003."""
+    """-> real_X, real_Y of the epoch's `iteration` (from 0). The epoch's plan (section 5) comes
+    from a random stream of its own for each (seed, epoch < 100,003): a resumed run draws it again,
+    and every torchrun process draws the same one and takes its own batch_size places (wrapping
+    round: every batch full)."""
     plan = data.plan_epoch(torch.Generator().manual_seed(args.seed * 100_003 + epoch))
     first = (iteration * process_count() + process_rank()) * args.batch_size
     places = torch.arange(first, first + args.batch_size) % data.epoch_length
@@ -1132,7 +1131,6 @@ def planned_batch(data, args, epoch, iteration, device):
 
 
 def announce_run(introduction, training, data, iterations_per_epoch, last, args):
-    """The settings, where a resumed run continues, the device, the data and the schedule."""
     print(introduction, end="")
     epoch = training.iteration // iterations_per_epoch
     if training.iteration > 0:
@@ -1148,7 +1146,6 @@ def announce_run(introduction, training, data, iterations_per_epoch, last, args)
 
 
 def finish_training(run_folder, training, args, log, stop):
-    """The last save and sample grid, the closing line, how to resume after Ctrl-C."""
     trained = log.iterations > 0
     if trained and training.iteration % args.checkpoint_every != 0:  # not saved just now
         save_training(run_folder, training, args, log)
@@ -1160,7 +1157,6 @@ def finish_training(run_folder, training, args, log, stop):
 
 
 def resume_advice(run_folder):
-    """What the run folder keeps, and the command that resumes it."""
     if run_folder is None or not os.path.isfile(os.path.join(run_folder, "checkpoint.pt")):
         return "no checkpoint had been saved yet"
     return (f"{run_folder}/checkpoint.pt keeps the last saved state; resume with: "
@@ -1179,13 +1175,11 @@ def training_fault(error, args, device, run_folder):
 
 
 def checkpoint_parts(training):
-    """The parts of a training that have a state_dict, by their names in the checkpoint."""
     return {"model": training.model, "optimizer_G": training.opt_G,
             "optimizer_D": training.opt_D, "scaler": training.precision.scaler}
 
 
 def save_training(run_folder, training, args, log):
-    """Writes checkpoint.pt: the training, its settings, each process's random state and pools."""
     log.stop_if_not_finite(training, training.model.parameters())  # never over a good one
     own = {"rng": torch.get_rng_state(),
            "pool_X": [image.cpu() for image in training.pool_X.images],
@@ -1201,7 +1195,6 @@ def save_training(run_folder, training, args, log):
 
 
 def restore_training(training, checkpoint):
-    """Puts a checkpoint's state into a freshly built training, which then continues it."""
     for name, part in checkpoint_parts(training).items():
         # Only fp16's scaler has a state (one switched off saves {}): another precision than the
         # saved one starts with a fresh scaler.
@@ -1527,7 +1520,6 @@ RUNNING_SETTINGS = {
 
 
 def flag(key):
-    """'image_size' -> '--image-size'."""
     return "--" + key.replace("_", "-")
 
 
@@ -1650,7 +1642,6 @@ def prepare_run(typed):
 
 
 def check_settings(args):
-    """Reject impossible settings before any work starts, each with one line that says why."""
     if args.image_size % 4 != 0 or args.image_size < 24:
         raise CycleGANError(f"--image-size {args.image_size}: must be a multiple of 4 and at least "
                             "24 (the generator halves it twice, the discriminator needs 24)")
@@ -1794,7 +1785,6 @@ TRANSLATE_TOO = ("out", "data", "device", "precision")
 
 
 def size_or_original(text):
-    """--translate-size's value: a number of pixels, or 'original'."""
     if text == "original":
         return text
     if text.isdigit() and int(text) >= 8:
@@ -1809,8 +1799,7 @@ def in_notebook():
 
 
 def command_to_run(arguments, one_process=False):
-    """cyclegan.py with these arguments, as a notebook, a shell or (not one_process) torchrun
-    runs it."""
+    """The call of cyclegan.py with these arguments, here (one_process: never torchrun)."""
     if in_notebook():
         return f"main({arguments!r})"
     command = "python"
