@@ -208,29 +208,6 @@ def test_image_pool_fills_to_its_size_then_swaps_and_never_grows():
 
 # --- 4. One training step ---------------------------------------------------------------------
 
-def make_step_objects(precision_name="fp32"):
-    args = tiny_args("--lr", "1e-3")
-    precision = cyclegan.Precision(precision_name, torch.device("cpu"))
-    training = cyclegan.Training(args, precision, torch.device("cpu"))
-    real_X = torch.rand(1, 3, 32, 32) * 2 - 1
-    real_Y = torch.rand(1, 3, 32, 32) * 2 - 1
-    return args, training, precision, real_X, real_Y
-
-
-def step(training, real_X, real_Y, args):
-    """train_step on a Training's own parts."""
-    return cyclegan.train_step(training.model, real_X, real_Y, training.opt_G, training.opt_D,
-                               training.pool_X, training.pool_Y, training.precision, args)
-
-
-def snapshot(net):
-    return [p.detach().clone() for p in net.parameters()]
-
-
-def changed(net, before):
-    return all(not torch.equal(p, q) for p, q in zip(net.parameters(), before))
-
-
 class AddConstant(torch.nn.Module):
     """A stand-in generator whose output is known: its input plus a learnable constant."""
     def __init__(self, value):
@@ -332,9 +309,14 @@ def test_training_step_computes_each_loss_from_the_right_networks():
 def test_training_step_updates_all_four_networks(precision_name):
     """The generators' step changes the generators alone, and leaves the discriminators without
     gradients and unfrozen; a whole step changes all four, in every precision."""
-    args, training, precision, real_X, real_Y = make_step_objects(precision_name)
+    args = tiny_args("--lr", "1e-3")
+    precision = cyclegan.Precision(precision_name, torch.device("cpu"))
+    training = cyclegan.Training(args, precision, torch.device("cpu"))
     model = training.model
-    before = {name: snapshot(getattr(model, name)) for name in ("G_XtoY", "G_YtoX", "D_X", "D_Y")}
+    real_X = torch.rand(1, 3, 32, 32) * 2 - 1
+    real_Y = torch.rand(1, 3, 32, 32) * 2 - 1
+    before = {name: [p.detach().clone() for p in getattr(model, name).parameters()]
+              for name in ("G_XtoY", "G_YtoX", "D_X", "D_Y")}
     cyclegan.generator_step(model, real_X, real_Y, training.opt_G, precision, args)
     precision.scaler.update()
     for name in ("D_X", "D_Y"):
@@ -344,12 +326,14 @@ def test_training_step_updates_all_four_networks(precision_name):
     # fp16's scaler starts at 2^16 and skips steps whose gradients overflow while it finds its
     # level, so give every precision a few steps.
     for _ in range(8):
-        losses = step(training, real_X, real_Y, args)
+        losses = cyclegan.train_step(model, real_X, real_Y, training.opt_G, training.opt_D,
+                                     training.pool_X, training.pool_Y, precision, args)
     assert list(losses) == list(cyclegan.LOSS_NAMES)
     for name, value in losses.items():
         assert value.dtype == torch.float32 and torch.isfinite(value) and value > 0, name
     for name, params in before.items():
-        assert changed(getattr(model, name), params), name
+        assert all(not torch.equal(p, q) for p, q in zip(getattr(model, name).parameters(),
+                                                          params)), name
     assert precision.scaler.is_enabled() == (precision_name == "fp16")
     if precision_name == "fp16":
         assert 1 < precision.scaler.get_scale() < 2**16  # the gradient scaler really took part
