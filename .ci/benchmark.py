@@ -49,8 +49,11 @@ per iteration, which is what the progress lines give now; these shared machines 
 | AVX2 only (20 iterations) | auto = fp32 | 2.890 | 2.869 | 1.01x | 1.58 GB |
 
 - bf16 was 1.50x-1.80x faster than fp32 where the CPU has bf16 instructions (1.64x on the means).
-- The loop's own per-step work is making the batch, a crop and flip of the uint8 cache: 0.15-0.24
-  ms per call at 128px, under 0.01% of a step.
+- The loop's own per-step work is making the batch: the epoch's plan drawn again (step 18 keeps
+  no plan between iterations), then a crop and flip of the uint8 cache. 0.21-0.38 ms per
+  iteration at 128px with a summer2winter-sized cache (this script's "making a batch" line, and
+  the same loop run by hand, on an Intel Xeon with AVX512-BF16; 0.13-0.15 ms with the plan kept),
+  0.02% of a CPU step and at most 0.6% of the H200's 0.064 s step below.
 - Left out: torch.compile made the bf16 step 5% faster (1.599 vs 1.684 s/it, 20 steps) but its
   first step took 102 s, and its checkpoints would need renamed keys. channels_last made fp32
   slower (2.539 -> 2.995 s/it) and bf16 no faster (1.713 -> 1.708 s/it). Neither was measured on
@@ -134,6 +137,20 @@ def bare_step_seconds(precision_name, device, image_size, n_blocks, iters):
     return statistics.median(times[5:])
 
 
+def batch_seconds(image_size, calls=200):
+    """Mean seconds of planned_batch (the epoch's plan drawn again, then a crop and flip of the
+    uint8 cache) with a summer2winter-sized cache: 1,231 and 962 images."""
+    load_size = round(image_size * 143 / 128)
+    data = cyclegan.UnpairedImages(torch.zeros(1231, 3, load_size, load_size, dtype=torch.uint8),
+                                   torch.zeros(962, 3, load_size, load_size, dtype=torch.uint8),
+                                   image_size)
+    settings = argparse.Namespace(seed=0, batch_size=1)
+    start = time.perf_counter()
+    for iteration in range(calls):
+        cyclegan.planned_batch(data, settings, 0, iteration, "cpu")
+    return (time.perf_counter() - start) / calls
+
+
 def run_command(command, folder, environment=None):
     """Runs a training command -> (its last progress line's s/it, its `done:` line, peak RAM)."""
     with tempfile.TemporaryFile("w+") as output:
@@ -163,6 +180,8 @@ def benchmark(device_name, precisions, sizes, iters, folder):
             print(f"{image_size}px, {n_blocks} blocks, --precision {flag} ({name}): loop "
                   f"{loop:.4f} s/it, bare step {bare:.4f} s/it, overhead {loop / bare:.3f}x; "
                   f"peak RAM {ram:.2f} GB\n    {done}", flush=True)
+        print(f"{image_size}px: making a batch (planned_batch, summer2winter-sized cache) "
+              f"{batch_seconds(image_size) * 1e3:.3f} ms per iteration", flush=True)
 
 
 def compare_processes(image_size, iters, folder):
