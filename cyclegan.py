@@ -969,9 +969,10 @@ TRANSLATION_BYTES_PER_PIXEL_AT_LEAST = 600
 
 # --- 11. Hardware and precision ---------------------------------------------------------------
 # Mixed precision: the networks can run under autocast in bf16 or fp16 (convolutions in 16 bits;
-# weights, optimiser and losses stay fp32): 1.5x-1.8x faster than fp32 on our 2-core CPUs with
-# bf16 instructions (.ci/benchmark.py's docstring). fp16's narrow range needs its gradients
-# scaled up before backward and checked for overflow (the GradScaler); bf16 has fp32's range.
+# weights, optimiser and losses stay fp32): 1.5x-1.8x faster than fp32 on most of our 2-core CPUs
+# with bf16 instructions, 1.4x slower on one Intel Xeon (.ci/benchmark.py's docstring). fp16's
+# narrow range needs its gradients scaled up before backward and checked for overflow (the
+# GradScaler); bf16 has fp32's range.
 
 def cpu_has_native_bf16():
     """Whether Linux's /proc/cpuinfo lists bf16 instructions (elsewhere bf16 is emulated, slower

@@ -47,8 +47,13 @@ per iteration, which is what the progress lines give now; these shared machines 
 | AVX512-BF16, another machine (12 iterations) | auto = bf16 | 0.722 | 0.661 | 1.09x | 1.57 GB |
 | AVX2 only (20 iterations) | fp32 | 2.948 | 2.975 | 0.99x | 1.57 GB |
 | AVX2 only (20 iterations) | auto = fp32 | 2.890 | 2.869 | 1.01x | 1.58 GB |
+| Intel Xeon, AVX512-BF16 (7 iterations) | fp32 | 2.584 | 2.342 | 1.10x | 1.57 GB |
+| Intel Xeon, AVX512-BF16 (7 iterations) | auto = bf16 | 2.952 | 2.719 | 1.09x | 1.55 GB |
 
-- bf16 was 1.50x-1.80x faster than fp32 where the CPU has bf16 instructions (1.64x on the means).
+- bf16 was 1.50x-1.80x faster than fp32 where the CPU has bf16 instructions (1.64x on the means),
+  except on the Intel Xeon (cpu family 6, model 207; avx512_bf16 listed, no amx flags in its
+  VM), where it was slower: bare steps of 1.925 / 1.869 / 2.145 s in fp32 against 2.913 / 2.859
+  / 2.926 s in bf16 (12 iterations each, alternating, 2026-12-06), so `auto` costs there.
 - The loop's own per-step work is making the batch: the epoch's plan drawn again (step 18 keeps
   no plan between iterations), then a crop and flip of the uint8 cache. 0.21-0.38 ms per
   iteration at 128px with a summer2winter-sized cache (this script's "making a batch" line, and
