@@ -1061,7 +1061,7 @@ def test_ctrl_c_under_torchrun_stops_both_and_the_printed_command_resumes_exactl
     the same weights, bit for bit, as a run that was never stopped, which ran on two machines
     (two torchrun agents meeting on 127.0.0.1, one process each, as README.md starts them).
     Resumed in one process, the pools and random streams start afresh, and it says so. An error
-    is one numbered line per process."""
+    is one numbered line from each process that prints it before torchrun stops the rest."""
     run = [*TINY, "--max-iters", "120", "--log-every", "1", "--pool-size", "3"]
     with socket.socket() as probe:  # a free port for the meeting point
         probe.bind(("127.0.0.1", 0))
@@ -1100,12 +1100,13 @@ def test_ctrl_c_under_torchrun_stops_both_and_the_printed_command_resumes_exactl
             "start empty, and the random streams are dealt afresh") in printed
     state = torch.load("runs/data/checkpoint.pt")
     assert len(state["processes"]) == 1 and len(state["processes"][0]["pool_X"]) == 2
-    # a bad flag fails in both processes: each prints its own error line, numbered
+    # a bad flag fails in both processes: each prints its own error line, numbered, unless
+    # torchrun has stopped it first (it stops the others once one fails)
     result = torchrun(TWO_PROCESSES, ["--data", "demo", "--image_size", "64"], run_dir)
-    errors = sorted(line for line in result.stderr.splitlines() if line.startswith("error:"))
-    assert result.returncode == 1 and errors == [
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 1 and 1 <= len(errors) <= 2 and set(errors) <= {
         f"error: (process {number}) unrecognized arguments: --image_size 64; see torchrun "
-        "--standalone --nproc_per_node=2 cyclegan.py --help" for number in (0, 1)]
+        "--standalone --nproc_per_node=2 cyclegan.py --help" for number in (0, 1)}, result.stderr
     assert 'File "' + os.path.join(HERE, "cyclegan.py") not in result.stderr  # no traceback
 
 
