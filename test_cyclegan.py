@@ -675,7 +675,8 @@ def test_translate_scales_photos_to_the_size_the_model_learned(run_dir, capsys):
                  "photos/phone.jpg", "--direction", "YtoX"]
     printed = run_main(translate, capsys).out
     assert ("translating with runs/data/checkpoint.pt at a shorter side of 36px at most "
-            "(--translate-size sets it)\nphotos/odd.jpg -> translated/odd_YtoX.png (301x217, translated at 50x36)\n") in printed
+            "(--translate-size sets it)\nphotos/odd.jpg -> translated/odd_YtoX.png (301x217, "
+            "translated at 50x36)\n") in printed
     assert "photos/phone.jpg -> translated/phone_YtoX.png (300x400, translated at 36x48)" in printed
     assert "done: translated 3 images YtoX" in printed
     printed = run_main([*translate, "--out", "small", "--small-output"], capsys).out
