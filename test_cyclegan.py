@@ -1051,6 +1051,7 @@ def test_two_processes_apply_the_full_batch_gradients_at_every_iteration(run_dir
     for iteration in range(1, 7):
         assert result.stdout.count(f" it {iteration}/6 |") == 1
     assert "2 processes (torchrun), each on its own device, 2 images per iteration" in result.stdout
+    assert "4 in Y, 2 iterations per epoch" in result.stdout  # 4 places shared by 2 processes
     assert result.stdout.count("translate photos with this model:") == 1
 
 
@@ -1332,9 +1333,9 @@ def test_a_write_that_fails_leaves_no_partial_file_and_says_how_to_resume(run_di
 
 
 def test_a_write_that_fails_in_any_way_leaves_the_file_as_it_was(tmp_path):
-    """write_file ended by a full disk or a folder without permission
-    (each told what to do about it), or by a second Ctrl-C (passed on): the old contents stay,
-    and no temporary file is left."""
+    """write_file ended by a full disk or a folder without permission (each told what to do
+    about it), or by a second Ctrl-C (passed on): the old contents stay, and no temporary file is
+    left."""
     path = str(tmp_path / "losses.csv")
     open(path, "wb").write(b"old\n")
 
