@@ -545,8 +545,8 @@ def train(args, run_folder, checkpoint, introduction, stop, device):
                             training.pool_X, training.pool_Y, training.precision, args)
         training.iteration += 1
         log.add(losses)
-        # A new run's first iteration logs too: it shows at once that it works, and how fast.
-        if training.iteration % args.log_every == 0 or training.iteration == 1:
+        # A run's first iteration (new or resumed) logs too: it shows at once that it works.
+        if training.iteration % args.log_every == 0 or log.iterations == 1:
             log.write(training, epoch, last)
         # A sample grid, the loss curves, and a warning if the cycle does not bring the test
         # images back (section 13).
@@ -1307,7 +1307,7 @@ class ProgressLog:
         shown = " ".join(f"{name} {mean:.3f}" for name, mean in zip(LOSS_NAMES, means))
         eta = datetime.timedelta(seconds=round((last_iteration - training.iteration) * seconds))
         speed = f"{seconds:.3f} s/it, ETA {eta}"
-        if training.iteration == 1:  # slower than the rest (memory allocation, kernel choice)
+        if self.iterations == 1:  # slower than the rest (memory allocation, kernel choice)
             speed = f"{seconds:.3f} s for this iteration (no ETA yet)"
         line = f"epoch {epoch + 1} it {training.iteration}/{last_iteration} | {shown} | {speed}"
         if in_notebook():
