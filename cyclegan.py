@@ -669,11 +669,8 @@ def resolve_data_path(data):
 
 def list_images(folder):
     """All images below `folder` (Udacity's layout nests them one level deeper), sorted."""
-    paths = []
-    for root, _, names in os.walk(folder):
-        paths += [os.path.join(root, name) for name in names
-                  if name.lower().endswith(IMAGE_EXTENSIONS)]
-    return sorted(paths)
+    return sorted(os.path.join(root, name) for root, _, names in os.walk(folder)
+                  for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
 
 
 def find_domain_folders(data):
