@@ -971,24 +971,19 @@ TRANSLATION_BYTES_PER_PIXEL_AT_LEAST = 600
 # narrow range needs its gradients scaled up before backward and checked for overflow (the
 # GradScaler); bf16 has fp32's range.
 
-def cpu_has_native_bf16():
-    """Whether Linux's /proc/cpuinfo lists bf16 instructions (elsewhere bf16 is emulated, slower
-    than fp32); a machine without that file is assumed to have none."""
+def automatic_precision(device):
+    """bf16 on CUDA GPUs of capability 8.0 on (Ampere) and on CPUs with bf16 instructions (listed
+    in Linux's /proc/cpuinfo; elsewhere bf16 is emulated, slower than fp32); fp16 on older CUDA
+    GPUs (Colab's T4 is 7.5); else fp32 (MPS included). Not is_bf16_supported(), which says True
+    on a T4 because it counts emulation: cuDNN has no bf16 convolutions before 8.0."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
     try:
         with open("/proc/cpuinfo") as f:
             flags = set(f.read().split())
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def automatic_precision(device):
-    """bf16 on CUDA GPUs of capability 8.0 on (Ampere) and on CPUs with bf16 instructions; fp16 on
-    older CUDA GPUs (Colab's T4 is 7.5); else fp32 (MPS included). Not is_bf16_supported(), which
-    says True on a T4 because it counts emulation: cuDNN has no bf16 convolutions before 8.0."""
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
-    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+    except OSError:  # not Linux: assumed to have none
+        flags = set()
+    return "bf16" if device.type == "cpu" and {"avx512_bf16", "amx_bf16"} & flags else "fp32"
 
 
 class Precision:
