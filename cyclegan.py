@@ -33,6 +33,7 @@ import contextlib
 import csv
 import datetime
 import errno
+import glob
 import math
 import os
 import re
@@ -1571,9 +1572,9 @@ def lock_run_folder(run_folder):
                             "for it to end (or stop it), then resume") from None
     except OSError:  # a filesystem without locks (some network mounts): the run goes unlocked
         print(f"note: {run_folder} cannot be locked on its filesystem; start no second run in it")
-    # Now no other process writes here: a checkpoint.pt.tmp was left by a run killed while saving
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(run_folder, "checkpoint.pt.tmp"))
+    # Now no other process writes here: a .tmp file was left by a run killed while writing it
+    for stale in glob.glob(glob.escape(run_folder) + "/**/*.tmp", recursive=True):
+        os.remove(stale)
     try:
         yield
     finally:

@@ -1238,7 +1238,7 @@ def test_nonfinite_values_stop_the_run_and_keep_the_last_good_checkpoint(run_dir
 @slow
 def test_checkpoint_survives_sigkill_while_saving(run_dir, capsys):
     """kill -9 while half a checkpoint is written: the previous one is whole, and the resume
-    removes the stale temporary file."""
+    removes the stale temporary file (and those of a grid or losses.csv, left the same way)."""
     run_main([*TINY, "--max-iters", "1"], capsys)
     before = torch.load("runs/data/checkpoint.pt")
     half_a_save = f"""
@@ -1263,9 +1263,11 @@ cyclegan.main(["--data", "data", "--max-iters", "3", "--resume"])
     assert os.path.getsize("runs/data/checkpoint.pt.tmp") > 0  # the half-written one
     after = torch.load("runs/data/checkpoint.pt")  # the previous one, whole
     assert tensors_equal(before["model"], after["model"]) and after["iteration"] == 1
+    for stale in ("runs/data/losses.csv.tmp", "runs/data/samples/iter_0000002.png.tmp"):
+        open(stale, "wb").write(b"half")
     run_main(["--data", "data", "--max-iters", "2", "--resume"], capsys)
     assert torch.load("runs/data/checkpoint.pt")["iteration"] == 2
-    assert not os.path.exists("runs/data/checkpoint.pt.tmp")  # the stale one, removed
+    assert [path for path in files_below("runs") if path.endswith(".tmp")] == []
 
 
 def fill_the_disk_at(name, monkeypatch):
