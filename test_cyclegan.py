@@ -852,15 +852,14 @@ def test_a_dataset_too_large_for_the_memory_of_the_machine_or_its_container_is_r
     the blocks PyTorch's allocator holds unused. 50,000 training images (only their names exist)
     at the paper's 286px need 12.3 GB decoded: refused before any is decoded, with both numbers;
     under torchrun each process on the machine holds its own copy."""
-    def fake(name, text):
+    def fake(name, text):  # in the test's folder, the working directory
         (run_dir / name).write_text(text)
-        return str(run_dir / name)
+        return name
     monkeypatch.setattr(cyclegan, "MEMINFO", fake("meminfo", "MemTotal: 32000000 kB\n"
                                                               "MemAvailable: 8000000 kB\n"))
-    v2 = ("v2.max", "v2.current", "v2.stat", "inactive_file")
-    v1 = ("v1.limit", "v1.usage", "v1.stat", "total_inactive_file")
-    monkeypatch.setattr(cyclegan, "CGROUP_MEMORY_FILES",
-                        [[str(run_dir / name) for name in v[:3]] + [v[3]] for v in (v2, v1)])
+    monkeypatch.setattr(cyclegan, "CGROUP_MEMORY_FILES", (
+        ("v2.max", "v2.current", "v2.stat", "inactive_file"),
+        ("v1.limit", "v1.usage", "v1.stat", "total_inactive_file")))
     assert cyclegan.available_memory() == 8_192_000_000  # no cgroup files: the machine's
     fake("v2.max", "2000000000\n")
     fake("v2.current", "1500000000\n")
