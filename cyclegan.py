@@ -622,19 +622,18 @@ def translate(typed):
     inputs = gather_images(typed["translate"])
     failed = 0
     for image_path in inputs:  # one at a time: photos differ in size
-        stem = os.path.splitext(os.path.basename(image_path))[0]
-        # If that name is taken, the next free one (photo_XtoY2.png): nothing is overwritten.
-        target = claim_free_name(os.path.join(out_folder, f"{stem}_{suffix}"), ".png", new_file)
         try:
             # Read, scaled down, run through translate_image and carried back (section 10)
-            sizes = translate_file(generator, image_path, target, size, precision,
-                                   typed.get("small_output", False))
-            print(f"{image_path} -> {target} ({sizes})")
+            pixels, sizes = translate_file(generator, image_path, size, precision,
+                                           typed.get("small_output", False))
         except CycleGANError as error:
-            if isinstance(error, WriteFailed):  # a full disk: the next writes would fail too
-                raise
             print(f"error: {error}", file=sys.stderr)  # the photo's own: the others go on
             failed += 1
+            continue
+        stem = os.path.splitext(os.path.basename(image_path))[0]
+        # photo_XtoY.png, or if that name is taken the next free one (photo_XtoY2.png)
+        target = save_new_png(pixels, os.path.join(out_folder, f"{stem}_{suffix}"))
+        print(f"{image_path} -> {target} ({sizes})")
     count = f"{len(inputs)} image{'s' * (len(inputs) != 1)}"
     if failed:
         raise CycleGANError(f"{failed} of {count} could not be translated (the lines above); the "
@@ -918,40 +917,34 @@ def apply_colour_maps(maps, photo, strip_pixels=2 ** 20):
     return out
 
 
-def translate_file(generator, image_path, target, size, precision, small_output):
-    """One photo, scaled down to `size` -> its translation, carried back to the photo's size
-    unless small_output, with the photo's transparency if any, written to `target` (a claimed
-    empty file, freed again if this fails). -> the sizes, for the printed line."""
-    try:
-        photo, alpha = load_image(image_path, with_alpha=True)
-        small = photo if size == "original" else scale_down(photo, size)
-        device = next(generator.parameters()).device
-        height, width = small.shape[1:]
-        if min(height, width) < SMALLEST_SIDE:
-            raise CycleGANError(f"{image_path} is {width}x{height} pixels, too small to translate: "
-                                f"the generator needs at least {SMALLEST_SIDE} on each side")
-        per_pixel = max(TRANSLATION_BYTES_PER_PIXEL_PER_FILTER * generator.model[1].out_channels,
-                        TRANSLATION_BYTES_PER_PIXEL_AT_LEAST)
-        check_memory(per_pixel * height * width, f"translating {image_path} at {width}x{height}",
-                     "use a smaller --translate-size" if size != "original" else
-                     "drop --translate-size original, to translate it scaled down", device)
-        image = to_model_range(small)
-        with torch.no_grad(), precision.autocast():
-            translated = translate_image(generator, image[None].to(device))[0].float().cpu()
-        sizes = f"{width}x{height}"
-        if small.shape == photo.shape or small_output:
-            pixels = to_pixels(translated)
-        else:
-            pixels = apply_colour_maps(fit_colour_maps(image, translated), photo)
-            sizes = f"{photo.shape[2]}x{photo.shape[1]}, translated at {sizes}"
-        if alpha is not None:  # scaled as the photo was (the same shorter side), and kept
-            pixels = torch.cat([pixels, scale_down(alpha, min(pixels.shape[1:]))])
-        save_png(pixels, target)
-        return sizes
-    except BaseException:
-        if os.path.getsize(target) == 0:  # claimed, not written: free the name again
-            os.remove(target)
-        raise
+def translate_file(generator, image_path, size, precision, small_output):
+    """One photo, scaled down to `size` -> its translation (uint8), carried back to the photo's
+    size unless small_output, with the photo's transparency if any; and its sizes, for the
+    printed line."""
+    photo, alpha = load_image(image_path, with_alpha=True)
+    small = photo if size == "original" else scale_down(photo, size)
+    device = next(generator.parameters()).device
+    height, width = small.shape[1:]
+    if min(height, width) < SMALLEST_SIDE:
+        raise CycleGANError(f"{image_path} is {width}x{height} pixels, too small to translate: "
+                            f"the generator needs at least {SMALLEST_SIDE} on each side")
+    per_pixel = max(TRANSLATION_BYTES_PER_PIXEL_PER_FILTER * generator.model[1].out_channels,
+                    TRANSLATION_BYTES_PER_PIXEL_AT_LEAST)
+    check_memory(per_pixel * height * width, f"translating {image_path} at {width}x{height}",
+                 "use a smaller --translate-size" if size != "original" else
+                 "drop --translate-size original, to translate it scaled down", device)
+    image = to_model_range(small)
+    with torch.no_grad(), precision.autocast():
+        translated = translate_image(generator, image[None].to(device))[0].float().cpu()
+    sizes = f"{width}x{height}"
+    if small.shape == photo.shape or small_output:
+        pixels = to_pixels(translated)
+    else:
+        pixels = apply_colour_maps(fit_colour_maps(image, translated), photo)
+        sizes = f"{photo.shape[2]}x{photo.shape[1]}, translated at {sizes}"
+    if alpha is not None:  # scaled as the photo was (the same shorter side), and kept
+        pixels = torch.cat([pixels, scale_down(alpha, min(pixels.shape[1:]))])
+    return pixels, sizes
 
 
 # The smallest side the generator takes: the strided convolutions bring a side of 4 down to 1
@@ -1552,8 +1545,16 @@ def claim_free_name(base, extension, create):
             number += 1
 
 
-def new_file(path):
-    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+def save_new_png(pixels, base):
+    """Writes the PNG whole under a name of this process's own, base.png.PID, then renames it to
+    the first free one of base.png, base2.png, ... -> that name. Nothing is overwritten, and a
+    kill leaves no half-written result: base.png.PID (or its .tmp), or for an instant (between
+    claiming a name and the rename) that name empty."""
+    staged = f"{base}.png.{os.getpid()}"
+    save_png(pixels, staged)
+    target = claim_free_name(base, ".png", lambda path: open(path, "x").close())  # "x": new only
+    os.replace(staged, target)
+    return target
 
 
 @contextlib.contextmanager

@@ -141,6 +141,33 @@ def command_line(args, cwd):
                           capture_output=True, text=True, timeout=300)
 
 
+# cyclegan.py's command line, with one of its functions slowed down: it prints "STALLED" and
+# waits `seconds` before each call, so that a test can stop the process there.
+STALLED = """
+import sys, time
+sys.path.insert(0, {here!r})
+import cyclegan
+real_function = cyclegan.{name}
+def stalled(*args, **kwargs):
+    print("STALLED", flush=True)
+    time.sleep({seconds})
+    return real_function(*args, **kwargs)
+cyclegan.{name} = stalled
+cyclegan.main(sys.argv[1:])
+"""
+
+
+def stalled_process(name, seconds, args, cwd):
+    """cyclegan.py ARGS with cyclegan.NAME stalled, started -> the process, in its first call."""
+    script = STALLED.format(here=HERE, name=name, seconds=seconds)
+    process = subprocess.Popen([sys.executable, "-c", script, *args], cwd=cwd,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if line == "STALLED\n":
+            return process
+    pytest.fail("the stalled function was not called")
+
+
 # --- 1. Networks ------------------------------------------------------------------------------
 
 def test_discriminator_scores_70x70_patches():
@@ -735,16 +762,30 @@ def test_a_folder_is_translated_around_the_photos_that_cannot_be(run_dir, capsys
                        capsys).out
     assert "photos/clear.png -> translated/clear_XtoY2.png (43x36)" in printed
     assert Image.open("translated/clear_XtoY2.png").mode == "RGBA"
-    fill_the_disk_at("good_XtoY2.png", monkeypatch)
+    fill_the_disk_at(f"good_XtoY.png.{os.getpid()}", monkeypatch)  # written, then renamed
     error = fails_with(["--data", "data", "--translate", "photos/five.png", "photos/good.jpg"],
                        capsys)
-    assert re.fullmatch(r"error: cannot write translated/good_XtoY2.png \(No space left on "
-                        r"device, [\d.]+ MB free in translated/\); free some space\n", error), error
+    assert re.fullmatch(rf"error: cannot write translated/good_XtoY.png.{os.getpid()} \(No space "
+                        r"left on device, [\d.]+ MB free in translated/\); free some space\n",
+                        error), error
     after = files_below("translated")
     assert sorted(after) == ["translated/clear_XtoY.png", "translated/clear_XtoY2.png",
                              "translated/five_XtoY.png", "translated/five_XtoY2.png",
                              "translated/good_XtoY.png"]
     assert all(after[path] == first[path] for path in first)  # nothing overwritten
+
+
+@slow
+def test_a_translation_killed_part_way_leaves_no_file(run_dir, capsys):
+    """kill -9 while a photo is translated (say, by the kernel's out-of-memory killer): neither
+    an empty nor a partial translation is left."""
+    run_main([*TINY, "--max-iters", "1"], capsys)
+    write_image("photo.jpg")
+    process = stalled_process("translate_image", 120, ["--data", "data", "--translate",
+                                                       "photo.jpg"], run_dir)
+    process.kill()
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    assert os.listdir("translated") == []
 
 
 class GlobalColourMap(torch.nn.Module):
@@ -1637,34 +1678,15 @@ def test_ctrl_c_saves_and_the_printed_command_resumes(run_dir):
     assert os.path.isfile(run_dir / "translated/0_XtoY.png")
 
 
-SLOW_DECODING = """
-import sys, time
-sys.path.insert(0, {here!r})
-import cyclegan
-real_load_image = cyclegan.load_image
-def slow_load_image(*args, **kwargs):
-    print("decoding an image", flush=True)
-    time.sleep(0.5)
-    return real_load_image(*args, **kwargs)
-cyclegan.load_image = slow_load_image
-cyclegan.main(sys.argv[1:])
-"""
-
-
 @slow
 def test_ctrl_c_while_decoding_stops_at_once_and_leaves_no_run_folder(run_dir):
     """11 images to decode, each slowed down; Ctrl-C at the first: no other is decoded, one line
     says that nothing was saved, the exit status is 130, and runs/ is not there."""
-    process = subprocess.Popen([sys.executable, "-c", SLOW_DECODING.format(here=HERE), *TINY],
-                               cwd=run_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
-    for line in process.stdout:
-        if line == "decoding an image\n":
-            process.send_signal(signal.SIGINT)
-            break
+    process = stalled_process("load_image", 0.5, TINY, run_dir)
+    process.send_signal(signal.SIGINT)
     rest = process.stdout.read()
     assert process.wait(timeout=60) == 130, rest
-    assert "decoding an image" not in rest and "Traceback" not in rest
+    assert "STALLED" not in rest and "Traceback" not in rest
     assert rest.endswith("\ninterrupted; no checkpoint had been saved yet\n"), rest
     assert not os.path.exists(run_dir / "runs")
 
