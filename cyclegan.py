@@ -961,9 +961,9 @@ TRANSLATION_BYTES_PER_PIXEL_AT_LEAST = 600
 # --- 11. Hardware and precision ---------------------------------------------------------------
 # Mixed precision: the networks can run under autocast in bf16 or fp16 (convolutions in 16 bits;
 # weights, optimiser and losses stay fp32): 1.5x-1.8x faster than fp32 on most of our 2-core CPUs
-# with bf16 instructions, 1.4x slower on one Intel Xeon (.ci/benchmark.py's docstring). fp16's
-# narrow range needs its gradients scaled up before backward and checked for overflow (the
-# GradScaler); bf16 has fp32's range.
+# with bf16 instructions, 1.1x-1.5x slower on one Intel Xeon (.ci/benchmark.py's docstring).
+# fp16's narrow range needs its gradients scaled up before backward and checked for overflow
+# (the GradScaler); bf16 has fp32's range.
 
 def automatic_precision(device):
     """bf16 on CUDA GPUs of capability 8.0 on (Ampere) and on CPUs with bf16 instructions (listed
