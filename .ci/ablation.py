@@ -5,7 +5,7 @@
 Trains `python cyclegan.py --data demo` once per seed with the full objective and with one part
 left out at a time (through the flags that exist), reads each run's demo check line, and prints a
 README table: the mean |error| of G(x) against the true winter scene and of F(y) against the true
-summer scene, each as a share of the average target image's error (below 1: better than a
+summer scene, each as a share of the median target image's error (below 1: better than a
 generator that ignores its input), mean and range over the seeds. First, for each seed's full
 objective run, its demo check line as printed and what its losses.csv shows: the weighted cycle
 terms in the first and last rows, and the range of the discriminators' losses and of the
@@ -27,19 +27,19 @@ VARIANTS = (("full objective", []),
             ("no identity loss: --lambda-identity 0", ["--lambda-identity", "0"]),
             ("no history pool: --pool-size 0", ["--pool-size", "0"]))
 CHECK = re.compile(r"G\(x\) vs true y ([\d.]+), F\(y\) vs true x ([\d.]+); doing nothing "
-                   r"([\d.]+), average target image ([\d.]+) / ([\d.]+)")
+                   r"([\d.]+), median target image ([\d.]+) / ([\d.]+)")
 
 
 def demo_check(flags, seed, folder):
-    """One demo run -> (G(x) error / average image's, F(y) error / average image's, its demo
+    """One demo run -> (G(x) error / median image's, F(y) error / median image's, its demo
     check line)."""
     command = [sys.executable, os.path.join(ROOT, "cyclegan.py"), "--data", "demo", "--seed",
                str(seed), "--out", folder, *flags]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     found = CHECK.search(result.stdout)
-    to_y, to_x, _, average_y, average_x = (float(value) for value in found.groups())
+    to_y, to_x, _, median_y, median_x = (float(value) for value in found.groups())
     line = next(line for line in result.stdout.splitlines() if line.startswith("demo check"))
-    return to_y / average_y, to_x / average_x, line
+    return to_y / median_y, to_x / median_x, line
 
 
 def loss_summary(folder):
@@ -78,7 +78,7 @@ def main():
                 cells.append(f"{statistics.fmean(values):.2f} ({min(values):.2f}-"
                              f"{max(values):.2f})")
             table.append(f"| {name} | {cells[0]} | {cells[1]} |")
-    print("| variant | G(x) / average image | F(y) / average image |")
+    print("| variant | G(x) / median image | F(y) / median image |")
     print("| --- | --- | --- |")
     print("\n".join(table))
 

@@ -5,6 +5,7 @@
     python .ci/benchmark.py --compare-processes [--image-size 64]   # torchrun on 2 CPU cores
     python .ci/benchmark.py --translate-12mp                     # one 4000x3000 photo
     python .ci/benchmark.py --translation-memory                 # bytes per pixel per filter
+    python .ci/benchmark.py --saved-memory [--image-size 256]    # what backward keeps
 
 CPU: for fp32 and auto it runs the real command line on a folder of generated images, reads the
 recent wall time per iteration from its last progress line and the process's peak RAM (resident
@@ -28,6 +29,12 @@ cyclegan.py's TRANSLATION_BYTES_PER_PIXEL_PER_FILTER estimates: a 1000x1000 phot
 --translate-size original by generator files of 16, 32 and 64 filters (9 blocks), in fp32 and
 bf16; each command's peak RAM (resident set, from the kernel) less that of the same command on a
 8x8 photo, per pixel and filter.
+
+--saved-memory: the bytes of the tensors that autograd keeps for backward in one generator step
+(the larger of the two steps: six generator passes and two discriminator passes), counted on
+the CPU by saved_tensors_hooks (distinct storages), in fp32 and bf16, at --image-size with 6
+blocks (128px) or 9 (256px). This is the activation memory of a step, not a GPU's peak, which
+adds the weights, Adam's moments, the gradients, workspaces and the allocator's cache.
 
 --compare-processes: the same global batch of 2 images, trained as 1 process of 2 threads at
 --batch-size 2 and as 2 torchrun processes of 1 thread at batch 1; prints images per second.
@@ -77,6 +84,8 @@ per iteration, which is what the progress lines give now; these shared machines 
 - --translation-memory on an AVX512-BF16 machine (MB above the 8x8 photo's peak, for 1
   megapixel): fp32 154 / 359 / 836 with 16 / 32 / 64 filters (9.6 / 11.2 / 13.1 bytes per pixel
   per filter); bf16 456 / 544 / 618 (28.5 / 17.0 / 9.7).
+- --saved-memory --image-size 256 on an AMD EPYC with AVX512-BF16 (2026-12-07): the generator
+  step saves 2.30 GB for backward in fp32 and 1.61 GB in bf16.
 - One NVIDIA H200 (capability 9.0, driver 580.159.04, torch 2.11.0+cu130, 16 CPU threads),
   `python .ci/benchmark.py --device cuda --iters 30`, 2026-12-04 (s/it; peak GPU memory from the
   `done:` line):
@@ -251,6 +260,29 @@ def translation_memory(folder):
                   flush=True)
 
 
+def saved_memory(image_size):
+    n_blocks = 9 if image_size >= 256 else 6
+    args, _, _, _ = cyclegan.prepare_run({"image_size": image_size, "n_blocks": n_blocks,
+                                          "out": "unused"})
+    device = torch.device("cpu")
+    real_X = torch.rand(1, 3, image_size, image_size) * 2 - 1
+    real_Y = torch.rand(1, 3, image_size, image_size) * 2 - 1
+    for precision_name in ("fp32", "bf16"):
+        precision = cyclegan.Precision(precision_name, device)
+        training = cyclegan.Training(args, precision, device)
+        storages = {}
+
+        def keep(tensor):
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+            cyclegan.generator_step(training.model, real_X, real_Y, training.opt_G, precision,
+                                    args)
+        print(f"{image_size}px, {n_blocks} blocks, {precision_name}: the generator step saves "
+              f"{sum(storages.values()) / 1e9:.2f} GB for backward ({len(storages)} tensors)",
+              flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--iters", type=int, default=30)
@@ -259,7 +291,11 @@ def main():
     parser.add_argument("--compare-processes", action="store_true")
     parser.add_argument("--translate-12mp", action="store_true")
     parser.add_argument("--translation-memory", action="store_true")
+    parser.add_argument("--saved-memory", action="store_true")
     options = parser.parse_args()
+    if options.saved_memory:
+        saved_memory(options.image_size)
+        return
     with tempfile.TemporaryDirectory() as folder:
         if options.translate_12mp:
             translate_12mp(folder)

@@ -43,6 +43,9 @@ closer than the average target image, and both cycles came back (below 1 from it
 have not measured whether that is why the tasks on them failed.
 """
 import argparse
+import contextlib
+import csv
+import io
 import os
 import random
 import sys
@@ -89,7 +92,7 @@ TASKS = {"cast": (warm_cast, 160, (3, 3)), "cartoon": (cartoon, 160, (3, 3)),
          "grade": (winter_grade, 400, (2, 3)), "blur": (blur, 160, (3, 3))}
 
 
-def random_crop(photo, rng, load_size=72):
+def random_crop(photo, rng, load_size):
     """A square of a random side (a fifth to half of the photo's height) -> load_size px."""
     side = rng.randint(photo.height // 5, photo.height // 2)
     left = rng.randint(0, photo.width - side)
@@ -98,85 +101,137 @@ def random_crop(photo, rng, load_size=72):
                                                                    Image.BICUBIC)
 
 
-def make_task(photos, task_filter, count, folder, rng):
+def make_task(photos, task_filter, count, folder, rng, load_size):
     """trainA (crops), trainB (other crops, filtered), testA (4 crops) and testB (4 filtered);
     -> 64 more test crops and their true answers, as uint8 tensors."""
     for name, number, filtered in (("trainA", count, False), ("trainB", count, True),
                                    ("testA", 4, False), ("testB", 4, True)):
         os.makedirs(os.path.join(folder, name))
         for index in range(number):
-            crop = random_crop(rng.choice(photos), rng)
+            crop = random_crop(rng.choice(photos), rng, load_size)
             (task_filter(crop) if filtered else crop).save(f"{folder}/{name}/{index:04d}.png")
-    crops = [random_crop(rng.choice(photos), rng) for _ in range(64)]
+    crops = [random_crop(rng.choice(photos), rng, load_size) for _ in range(64)]
     to_tensor = cyclegan.TF.pil_to_tensor
     x = torch.stack([to_tensor(crop) for crop in crops])
     y = torch.stack([to_tensor(task_filter(crop)) for crop in crops])
     return x, y
 
 
+def flat_colours(folder, rng, count=40):
+    """Each image one flat colour (36px): X random colours, Y random colours warm-cast. Instance
+    norm leaves a generator nothing to see in a flat image, so it must ignore its input."""
+    def flat():
+        return Image.new("RGB", (36, 36), tuple(rng.randrange(256) for _ in range(3)))
+    for name, number, filtered in (("trainA", count, False), ("trainB", count, True),
+                                   ("testA", 4, False), ("testB", 4, True)):
+        os.makedirs(os.path.join(folder, name))
+        for index in range(number):
+            image = flat()
+            (warm_cast(image) if filtered else image).save(f"{folder}/{name}/{index:04d}.png")
+
+
 def recorded_run(flags):
-    """cyclegan.main(flags), recording the larger of each check's two ratios -> ([ratio], model)."""
-    ratios = []
-    real = cyclegan.cycle_error_ratio
-
-    def recording(images, back, average):
-        ratios.append(real(images, back, average))
-        return ratios[-1]
-    saved = (cyclegan.CYCLE_WARNING_FROM, cyclegan.CYCLE_WARNING_CHECKS)
-    cyclegan.cycle_error_ratio = recording
-    cyclegan.CYCLE_WARNING_FROM = 0  # every grid's ratio, also those the warning does not count,
-    cyclegan.CYCLE_WARNING_CHECKS = 10 ** 9  # and no warning, after which the checks would end
-    try:
+    """cyclegan.main(flags) -> ([(iteration, cycle_ratio) of every losses.csv row], model,
+    the warning line or None)."""
+    out = flags[flags.index("--out") + 1]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
         model = cyclegan.main(flags)
-    finally:
-        cyclegan.cycle_error_ratio = real
-        cyclegan.CYCLE_WARNING_FROM = saved[0]
-        cyclegan.CYCLE_WARNING_CHECKS = saved[1]
-    return [max(ratios[i], ratios[i + 1]) for i in range(0, len(ratios), 2)], model
+    with open(os.path.join(out, "losses.csv")) as f:
+        rows = list(csv.DictReader(f))
+    warning = [line for line in printed.getvalue().splitlines() if line.startswith("warning:")]
+    history = [(int(row["iteration"]), float(row["cycle_ratio"])) for row in rows]
+    return history, model, (warning or [None])[0]
 
 
-def known_answer_errors(model, x, y, size=64):
-    """Mean |G(x) - true y| on the test crops, doing nothing's, and the average target's."""
+def known_answer_errors(model, x, y, size):
+    """Mean |G(x) - true y| on the test crops, doing nothing's, and the median target's."""
     x = cyclegan.to_model_range(cyclegan.TF.center_crop(x, size))
     y = cyclegan.to_model_range(cyclegan.TF.center_crop(y, size))
     with torch.no_grad():
         fake = model.G_XtoY(x)
     return [(value * 127.5).item() for value in ((fake - y).abs().mean(), (x - y).abs().mean(),
-                                                 (y.mean(0) - y).abs().mean())]
+                                                 (y.median(0).values - y).abs().mean())]
 
 
-def show(name, every, history, errors=None):
-    ratios = " ".join(f"{ratio:.2f}" for ratio in history)
-    print(f"{name}: ratio at each grid (every {every}): {ratios}", flush=True)
+def closest_streak(history, every):
+    """The rule read at lines every `every` iterations -> the lowest ratio of the first run of
+    lines above the limit that spans CYCLE_WARNING_SPAN (the warning's margin: this less the
+    limit), or, where none does, the highest ratio that some such span of lines stays above
+    (the margin to a warning: the limit less this)."""
+    lines = [(i, r) for i, r in history if i % every == 0 and i >= cyclegan.CYCLE_WARNING_FROM]
+    closest = 0.0
+    for first, (start, _) in enumerate(lines):
+        span = [r for i, r in lines[first:] if i - start <= cyclegan.CYCLE_WARNING_SPAN]
+        if lines[-1][0] - start >= cyclegan.CYCLE_WARNING_SPAN:
+            if min(span) > cyclegan.CYCLE_WARNING_RATIO:
+                return f"warns at {start + cyclegan.CYCLE_WARNING_SPAN}, lowest {min(span):.2f}"
+            closest = max(closest, min(span))
+    return f"no warning, closest {closest:.2f}"
+
+
+def show(name, history, warning, errors=None):
+    ratios = " ".join(f"{iteration}:{ratio:.2f}" for iteration, ratio in history)
+    print(f"{name}: cycle_ratio at each row: {ratios}", flush=True)
+    print(f"{name}: warning: {'none' if warning is None else warning[:60]}", flush=True)
+    every = history[1][0]
+    print(f"{name}: the rule at lines every {every}: {closest_streak(history, every)}; every 100: "
+          f"{closest_streak(history, 100)}", flush=True)
     if errors:
         print(f"{name}: G(x) vs true y {errors[0]:.1f}/255, doing nothing {errors[1]:.1f}, "
-              f"average target {errors[2]:.1f}", flush=True)
+              f"median target {errors[2]:.1f}", flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("photos")
     parser.add_argument("--tasks", nargs="*", default=["cast", "cartoon", "grade", "blur"])
+    parser.add_argument("--one-photo", default="GreenMeadow.jpg",
+                        help="the photo of the one-photo tasks (cast, blur); '' for none")
+    parser.add_argument("--size-128", default="cast", help="a task also run at 128px; '' for none")
     parser.add_argument("--max-iters", type=int, default=480)
     parser.add_argument("--demo-seeds", type=int, nargs="*", default=list(range(8)))
+    parser.add_argument("--no-flat", action="store_true")
     options = parser.parse_args()
-    photos = [Image.open(os.path.join(options.photos, name)).convert("RGB")
-              for name in sorted(os.listdir(options.photos))]
+    names = sorted(os.listdir(options.photos))
+    photos = {name: Image.open(os.path.join(options.photos, name)).convert("RGB")
+              for name in names}
+    runs = [(name, list(photos.values()), 64) for name in options.tasks]
+    if options.one_photo:
+        runs += [(name, [photos[options.one_photo]], 64) for name in ("cast", "blur")]
+    if options.size_128:
+        runs.append((options.size_128, list(photos.values()), 128))
     with tempfile.TemporaryDirectory() as folder:
         os.chdir(folder)
-        for name in options.tasks:
+        if not options.no_flat:
+            flat_colours("flat", random.Random(0))
+            history, _, warning = recorded_run(
+                ["--data", "flat", "--image-size", "32", "--ngf", "16", "--ndf", "16",
+                 "--n-blocks", "2", "--lr", "1e-3", "--epochs", "5", "--decay-epochs", "5",
+                 "--log-every", "25", "--out", "run_flat"])
+            show("flat colours (40 + 40, 32px, 400 iterations)", history, warning)
+        for number, (name, chosen, size) in enumerate(runs):
             task_filter, count, (epochs, decay) = TASKS[name]
-            x, y = make_task(photos, task_filter, count, f"data_{name}", random.Random(0))
-            flags = ["--data", f"data_{name}", "--image-size", "64", "--epochs", str(epochs),
-                     "--decay-epochs", str(decay), "--sample-every", "50", "--log-every", "100",
-                     "--max-iters", str(options.max_iters)]
-            history, model = recorded_run(flags)
-            show(f"{name} ({count} + {count} crops, {(epochs + decay) * count} iterations in the "
-                 f"schedule)", 50, history, known_answer_errors(model.cpu(), x, y))
+            load = round(size * 72 / 64)
+            data = f"data_{number}"
+            x, y = make_task(chosen, task_filter, count, data, random.Random(0), load)
+            flags = ["--data", data, "--image-size", str(size), "--epochs", str(epochs),
+                     "--decay-epochs", str(decay), "--log-every", "25",
+                     "--max-iters", str(options.max_iters), "--out", f"run_{number}"]
+            history, model, warning = recorded_run(flags)
+            label = (f"{name} at {size}px on {len(chosen)} photo{'s' * (len(chosen) > 1)} "
+                     f"({count} + {count} crops, {(epochs + decay) * count} iterations in the "
+                     f"schedule)")
+            show(label, history, warning, known_answer_errors(model.cpu(), x, y, size))
         for seed in options.demo_seeds:
-            history, _ = recorded_run(["--data", "demo", "--seed", str(seed), "--sample-every",
-                                       "25", "--out", f"demo_{seed}"])
-            show(f"demo, seed {seed}", 25, history)
+            history, model, warning = recorded_run(["--data", "demo", "--seed", str(seed),
+                                                    "--out", f"demo_{seed}"])
+            errors = cyclegan.demo_translation_errors(
+                model, 32, cyclegan.Precision("auto", torch.device("cpu")))
+            show(f"demo, seed {seed}", history, warning)
+            print(f"demo, seed {seed}: G(x) {errors['XtoY'] / errors['median_XtoY']:.2f}x, "
+                  f"F(y) {errors['YtoX'] / errors['median_YtoX']:.2f}x the median image's error "
+                  f"({errors['XtoY']:.3f} / {errors['YtoX']:.3f})", flush=True)
 
 
 if __name__ == "__main__":
