@@ -280,7 +280,7 @@ def fake_mse_loss(d_out):
 # reason for the L1 norm; it reports (section 3.2) that replacing it with an adversarial loss
 # between F(G(x)) and x did not improve results. Nor does it derive lambda = 10; its ablation
 # (section 5.1.4) shows that removing the cycle loss substantially degrades the results, and on
-# our demo a run with --lambda-cycle 0 ends where a generator that ignores its input does
+# our demo a run with --lambda-cycle 0 ends worse than a generator that ignores its input
 # (README.md, "Results").
 
 def cycle_consistency_loss(real, reconstructed, weight):

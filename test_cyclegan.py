@@ -363,6 +363,31 @@ def test_training_step_updates_all_four_networks(precision_name):
     assert len(training.pool_X.images) == len(training.pool_Y.images) == 8
 
 
+def test_without_the_identity_loss_a_step_runs_no_identity_pass(run_dir, capsys, monkeypatch):
+    """--lambda-identity 0 through the real loop: each step runs the generators 4 times (G(x),
+    F(y) and their way back), not 6 (the identity's G(y) and F(x)), and logs the terms as 0."""
+    passes = []
+    real_step = cyclegan.train_step
+
+    def counting_step(model, *args):
+        passes.append(0)
+
+        def count(*_):
+            passes[-1] += 1
+        hooks = [model.G_XtoY.register_forward_hook(count),
+                 model.G_YtoX.register_forward_hook(count)]
+        losses = real_step(model, *args)
+        for hook in hooks:
+            hook.remove()
+        return losses
+    monkeypatch.setattr(cyclegan, "train_step", counting_step)
+    run_main([*TINY, "--lambda-identity", "0", "--max-iters", "3", "--log-every", "1"], capsys)
+    assert passes == [4, 4, 4]
+    rows = [line.split(",") for line in open("runs/data/losses.csv").read().splitlines()]
+    idt_X = rows[0].index("idt_X")
+    assert [row[idt_X:idt_X + 2] for row in rows[1:]] == [["0.00000", "0.00000"]] * 3
+
+
 # --- 5. Data ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("layout", ["official", "udacity"])
