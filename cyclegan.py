@@ -626,7 +626,6 @@ def translate(typed):
     # it states the intent.
     generator = generator.to(device).eval()
     out_folder = typed.get("out", "translated")
-    os.makedirs(out_folder, exist_ok=True)
     inputs = gather_images(typed["translate"])
     failed = 0
     for image_path in inputs:  # one at a time: photos differ in size
@@ -750,11 +749,12 @@ class WriteFailed(CycleGANError):
 
 
 def write_file(path, write):
-    """Every file this program writes goes through here. write(f) fills a temporary file beside
-    `path`, forced onto the disk (fsync), then renamed over `path` (atomic): a kill at any moment
+    """Every file this program writes goes through here (its folder made if need be). write(f)
+    fills a temporary file beside `path`, forced onto the disk (fsync), then renamed over `path` (atomic): a kill at any moment
     leaves the old file or the new one whole. Any failure leaves no temporary file; an OSError
     becomes WriteFailed, which says what to do."""
     try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(path + ".tmp", "wb") as f:
             write(f)
             f.flush()
@@ -769,7 +769,7 @@ def write_file(path, write):
             raise
         folder = os.path.dirname(path) or "."
         reason = cause.strerror or str(cause)
-        advice = "choose another folder with --out, or check its permissions"
+        advice = "make the folder writable"
         if cause.errno in (errno.ENOSPC, errno.EDQUOT):
             reason += f", {shutil.disk_usage(folder).free / 1e6:.1f} MB free in {folder}/"
             advice = "free some space"
@@ -859,6 +859,9 @@ def gather_images(paths):
         if not os.path.exists(given):
             raise CycleGANError(f"--translate {given}: no such file or folder")
         inputs += list_images(given) if os.path.isdir(given) else [given]
+    if not inputs:
+        raise CycleGANError(f"--translate: no images in {' '.join(paths)} (looked for "
+                            f"{', '.join(IMAGE_EXTENSIONS)})")
     stems = [os.path.splitext(os.path.basename(path))[0] for path in inputs]
     if len(set(stems)) < len(stems):  # a.jpg and a.png would both become a_XtoY.png
         raise CycleGANError("two inputs have the same name apart from the extension or folder; "
@@ -1314,7 +1317,6 @@ class ProgressLog:
     def sample(self, training, name):
         """samples/<name>.png and losses.png redrawn (both shown in a notebook)."""
         grid_path = f"{self.run_folder}/samples/{name}.png"
-        os.makedirs(os.path.dirname(grid_path), exist_ok=True)
         save_sample_grid(training.model, self.test_X.to(self.device),
                          self.test_Y.to(self.device), training.precision, grid_path)
         curves_path = f"{self.run_folder}/losses.png"
@@ -1495,7 +1497,10 @@ def generator_from_state_dict(state, path):
     weights = {key: value for key, value in state.items()
                if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))}
     first = weights.get("model.1.weight")  # c7s1-64's kernels: (ngf, 3, 7, 7)
-    ngf = len(first) if torch.is_tensor(first) and first.dim() == 4 else 64
+    expected = "expected a cyclegan.py checkpoint, or a generator state_dict in the official naming"
+    if not (torch.is_tensor(first) and first.dim() == 4):
+        raise CycleGANError(f"{path} holds no generator (no model.1.weight); {expected}")
+    ngf = len(first)
     # Each residual block is one layer index N with keys model.N.conv_block.*
     n_blocks = len({key.split(".")[1] for key in weights if ".conv_block." in key})
     generator = Generator(ngf, n_blocks)
@@ -1503,9 +1508,7 @@ def generator_from_state_dict(state, path):
         generator.load_state_dict(weights)
     except RuntimeError as error:  # its first reason is the useful line
         reason = f"ngf {ngf}, {n_blocks} blocks: {str(error).splitlines()[1].strip()}"
-        raise CycleGANError(f"{path} holds no generator that fits ({reason[:150]}); expected a "
-                            "cyclegan.py checkpoint, or a generator state_dict in the official "
-                            "naming") from None
+        raise CycleGANError(f"{path} holds no generator that fits ({reason[:150]}); {expected}")
     return generator
 
 
@@ -1578,12 +1581,20 @@ def save_new_png(pixels, base):
     return target
 
 
+def unusable_folder(folder, error):
+    return CycleGANError(f"cannot make the run folder in {folder} ({error.strerror or error}); "
+                         "choose another --out, or make the folder writable")
+
+
 @contextlib.contextmanager
 def lock_run_folder(run_folder):
     """Holds a lock on the run folder while this process trains in it, and refuses one that a
     live process holds (the same --out twice, a --resume while the run trains); the system
     releases it when the process ends, however it ends (no such locks on Windows)."""
-    os.makedirs(run_folder, exist_ok=True)
+    try:
+        os.makedirs(run_folder, exist_ok=True)
+    except OSError as error:  # read-only, a file in the way, no permission ...
+        raise unusable_folder(run_folder, error) from None
     lock = None if fcntl is None else os.open(run_folder, os.O_RDONLY)
     try:
         if lock is not None:
@@ -1594,9 +1605,11 @@ def lock_run_folder(run_folder):
                             "for it to end (or stop it), then resume") from None
     except OSError:  # a filesystem without locks (some network mounts): the run goes unlocked
         print(f"note: {run_folder} cannot be locked on its filesystem; start no second run in it")
-    # Now no other process writes here: a .tmp file was left by a run killed while writing it
-    for stale in glob.glob(glob.escape(run_folder) + "/**/*.tmp", recursive=True):
-        os.remove(stale)
+    # Now no other process writes here: a temporary file of ours (write_file's) was left by a run
+    # killed while writing it. Only our names: --out may name a folder that holds the user's own.
+    for ours in ("checkpoint.pt", "losses.csv", "losses.png", "samples/*.png"):
+        for stale in glob.glob(f"{glob.escape(run_folder)}/{ours}.tmp"):
+            os.remove(stale)
     try:
         yield
     finally:
@@ -1648,7 +1661,10 @@ def prepare_run(typed):
     check_settings(args)
     if checkpoint is None:  # a new run; its folder is claimed once its settings are known good
         if run_folder is None:
-            run_folder = claim_free_name(os.path.join("runs", run_name(data)), "", os.makedirs)
+            try:
+                run_folder = claim_free_name(os.path.join("runs", run_name(data)), "", os.makedirs)
+            except OSError as error:
+                raise unusable_folder("runs", error) from None
         kind = "the demo's" if data == "demo" else "the default"
         source = f"new run in {run_folder} with {kind} settings"
     typed_flags = " ".join(flag(key) for key in typed if key in defaults)
@@ -1872,7 +1888,6 @@ def print_next_steps(model, args, run_folder, device):
           f"median target image {errors['median_XtoY']:.3f} / {errors['median_YtoX']:.3f}")
     # held-out summer scenes to try --translate on (the demo's model knows no real photos)
     folder = os.path.join(run_folder, "held_out_summer")
-    os.makedirs(folder, exist_ok=True)
     for number, scene in enumerate(demo_images(DEMO_TEST_FIRST + 200, 4, args.load_size, "summer")):
         save_png(scene, os.path.join(folder, f"scene_{number}.png"))
     print(f"held-out summer scenes in {folder}/; translate them to winter with:\n  "

@@ -822,7 +822,7 @@ def test_a_translation_killed_part_way_leaves_no_file(run_dir, capsys):
                                                        "photo.jpg"], run_dir)
     process.kill()
     assert process.wait(timeout=60) == -signal.SIGKILL
-    assert os.listdir("translated") == []
+    assert not os.path.exists("translated")  # made only to write a finished translation
 
 
 class GlobalColourMap(torch.nn.Module):
@@ -1333,11 +1333,14 @@ def test_checkpoint_survives_sigkill_while_saving(run_dir, capsys):
     assert os.path.exists("runs/data/checkpoint.pt.tmp")  # the one being written
     after = torch.load("runs/data/checkpoint.pt")  # the previous one, whole
     assert tensors_equal(before["model"], after["model"]) and after["iteration"] == 1
-    for stale in ("runs/data/losses.csv.tmp", "runs/data/samples/iter_0000002.png.tmp"):
+    os.makedirs("runs/data/notes")  # a file of the user's in the folder: not ours to remove
+    for stale in ("runs/data/losses.csv.tmp", "runs/data/samples/iter_0000002.png.tmp",
+                  "runs/data/notes/report.tmp"):
         open(stale, "wb").write(b"half")
     run_main(["--data", "data", "--max-iters", "2", "--resume"], capsys)
     assert torch.load("runs/data/checkpoint.pt")["iteration"] == 2
-    assert [path for path in files_below("runs") if path.endswith(".tmp")] == []
+    assert [path for path in files_below("runs") if path.endswith(".tmp")] == [
+        "runs/data/notes/report.tmp"]
 
 
 def fill_the_disk_at(name, monkeypatch):
@@ -1397,6 +1400,33 @@ def test_a_write_that_fails_leaves_no_partial_file_and_says_how_to_resume(run_di
     assert torch.load("runs/data/checkpoint.pt")["iteration"] == 4
 
 
+def test_a_folder_that_cannot_be_made_ends_in_one_line(run_dir, capsys, monkeypatch):
+    """--out naming a file, or a folder below a file, to train or to translate into; a folder
+    with no image to translate; a working folder where runs/ cannot be made (read-only, faked):
+    one line each, exit 1."""
+    write_image("photo.png")
+    pretrained_file("g.pth")
+    open("a_file", "w").close()
+    for out in ("a_file", "a_file/run"):
+        error = fails_with([*TINY, "--max-iters", "1", "--out", out], capsys)
+        assert error.startswith(f"error: cannot make the run folder in {out} (") and error.endswith(
+            "); choose another --out, or make the folder writable\n"), error
+        error = fails_with(["--translate", "photo.png", "--checkpoint", "g.pth", "--out", out],
+                           capsys)
+        assert error.startswith(f"error: cannot write {out}/photo_g.png.") and error.endswith(
+            "); make the folder writable\n") and error.count("\n") == 1, error
+    os.makedirs("empty")  # and a folder with nothing to translate
+    error = fails_with(["--translate", "empty", "--checkpoint", "g.pth"], capsys)
+    assert error.startswith("error: --translate: no images in empty (looked for .jpg, .jpeg")
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+    monkeypatch.setattr(os, "makedirs", read_only)
+    assert fails_with([*TINY, "--max-iters", "1"], capsys) == (
+        "error: cannot make the run folder in runs (Read-only file system); choose another "
+        "--out, or make the folder writable\n")
+
+
 def test_a_write_that_fails_in_any_way_leaves_the_file_as_it_was(tmp_path):
     """write_file ended by a full disk or a folder without permission (each told what to do
     about it), or by a second Ctrl-C (passed on): the old contents stay, and no temporary file is
@@ -1413,8 +1443,7 @@ def test_a_write_that_fails_in_any_way_leaves_the_file_as_it_was(tmp_path):
     with pytest.raises(cyclegan.WriteFailed, match=r"MB free in .*/\); free some space$"):
         cyclegan.write_file(path, failing_with(full))
     denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES))
-    with pytest.raises(cyclegan.WriteFailed, match=r"\); choose another folder with --out, or "
-                                                   r"check its permissions$"):
+    with pytest.raises(cyclegan.WriteFailed, match=r"\); make the folder writable$"):
         cyclegan.write_file(path, failing_with(denied))
     with pytest.raises(KeyboardInterrupt):
         cyclegan.write_file(path, failing_with(KeyboardInterrupt()))
@@ -1534,10 +1563,10 @@ def test_bad_checkpoints_and_generator_files_give_one_line_errors(run_dir, capsy
     state = cyclegan.CycleGAN(4, 4, 1).state_dict()  # written before the official names
     old = {k.replace(".conv_block.", ".block."): v for k, v in state.items()}
     torch.save({"settings": {}, "model": old}, "old.pt")
-    expected = {"discriminator.pth": "holds no generator that fits (ngf 64, 0 blocks: Missing "
-                                     "key(s) in state_dict: \"model.1.weight\"",
-                "other.pth": "); expected a cyclegan.py checkpoint, or a generator state_dict in "
-                             "the official naming",
+    expected = {"discriminator.pth": "holds no generator (no model.1.weight); expected a "
+                                     "cyclegan.py checkpoint, or a generator state_dict in the "
+                                     "official naming\n",
+                "other.pth": "other.pth holds no generator (no model.1.weight)",
                 "old.pt": "holds no generator that fits (ngf 4, 0 blocks: Missing key(s)",
                 "text.pth": "cannot read model file text.pth: not a PyTorch file, one cut "
                             "short, or one holding more than tensors; download or copy it again",
