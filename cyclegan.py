@@ -749,10 +749,10 @@ class WriteFailed(CycleGANError):
 
 
 def write_file(path, write):
-    """Every file this program writes goes through here (its folder made if need be). write(f)
-    fills a temporary file beside `path`, forced onto the disk (fsync), then renamed over `path` (atomic): a kill at any moment
-    leaves the old file or the new one whole. Any failure leaves no temporary file; an OSError
-    becomes WriteFailed, which says what to do."""
+    """Every file this program writes goes through here (its folder made if need be). write(f) fills
+    a temporary file beside `path`, forced onto the disk (fsync), then renamed over `path` (atomic):
+    a kill at any moment leaves the old file or the new one whole. Any failure leaves no temporary
+    file; an OSError becomes WriteFailed, which says what to do."""
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(path + ".tmp", "wb") as f:
@@ -1839,7 +1839,11 @@ def command_to_run(arguments, one_process=False):
         machines = int(os.environ["WORLD_SIZE"]) // int(os.environ["LOCAL_WORLD_SIZE"])
         where = f"--nnodes={machines} --rdzv-endpoint=HOST:PORT" if machines > 1 else "--standalone"
         command = f"torchrun {where} --nproc_per_node={os.environ['LOCAL_WORLD_SIZE']}"
-    return f"{command} cyclegan.py " + shlex.join(arguments)
+    # The script as it was started (python path/to/cyclegan.py), so that the command runs from
+    # the same folder; "cyclegan.py" where it was imported (tests)
+    started = os.path.basename(sys.argv[0]) == os.path.basename(__file__)
+    return f"{command} {shlex.quote(sys.argv[0] if started else 'cyclegan.py')} " + shlex.join(
+        arguments)
 
 
 def train_from_flags(typed):

@@ -41,6 +41,7 @@ from PIL import Image
 import cyclegan
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = os.path.join(HERE, "cyclegan.py")  # started by its path: printed commands show it
 # A run of tiny networks on the test's small dataset in data/ (32px crops of 36px images)
 TINY = ["--data", "data", "--image-size", "32", "--ngf", "4", "--ndf", "4", "--n-blocks", "1"]
 # The slow marker is registered by no ini file (the project has none): its warning, and only it,
@@ -138,7 +139,7 @@ def importable(name):
 
 
 def command_line(args, cwd):
-    return subprocess.run([sys.executable, os.path.join(HERE, "cyclegan.py"), *args], cwd=cwd,
+    return subprocess.run([sys.executable, SCRIPT, *args], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -1040,7 +1041,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 def torchrun(options, args, cwd, script=None, wait=True):
     """torchrun OPTIONS cyclegan.py ARGS (or another script), one thread per process."""
-    command = [*TORCHRUN, *options, script or os.path.join(HERE, "cyclegan.py"), *args]
+    command = [*TORCHRUN, *options, script or SCRIPT, *args]
     # On the CPU (gloo) even where there is a GPU: the runs that the tests compare
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     if not wait:
@@ -1160,8 +1161,8 @@ def test_ctrl_c_under_torchrun_stops_both_and_the_printed_command_resumes_exactl
     state = torch.load(str(run_dir / "runs/data/checkpoint.pt"))
     assert state["iteration"] == stopped_at and len(state["processes"]) == 2
     command = output.split("resume with: ")[1].splitlines()[0].strip()
-    assert command == ("torchrun --standalone --nproc_per_node=2 cyclegan.py --resume --out "
-                       "runs/data")
+    assert command == (f"torchrun --standalone --nproc_per_node=2 {shlex.quote(SCRIPT)} --resume "
+                       "--out runs/data")  # runnable from any folder
     words = shlex.split(command)
     resumed = torchrun(words[1:3], words[4:], run_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -1182,8 +1183,9 @@ def test_ctrl_c_under_torchrun_stops_both_and_the_printed_command_resumes_exactl
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 1 and 1 <= len(errors) <= 2 and set(errors) <= {
         f"error: (process {number}) unrecognized arguments: --image_size 64; see torchrun "
-        "--standalone --nproc_per_node=2 cyclegan.py --help" for number in (0, 1)}, result.stderr
-    assert 'File "' + os.path.join(HERE, "cyclegan.py") not in result.stderr  # no traceback
+        f"--standalone --nproc_per_node=2 {shlex.quote(SCRIPT)} --help" for number in (0, 1)}, (
+        result.stderr)
+    assert 'File "' + SCRIPT not in result.stderr  # no traceback
 
 
 # --- 13. Checkpoints, exact resume, progress --------------------------------------------------
@@ -1459,7 +1461,7 @@ def test_a_real_full_disk_ends_in_one_line_and_keeps_the_last_checkpoint(run_dir
     if sys.platform != "linux" or os.geteuid() != 0 or not shutil.which("unshare"):
         assert os.environ.get("CI") != "true" or sys.platform != "linux", "CI runs it as root"
         pytest.skip("needs root on Linux, to mount a small tmpfs under unshare -m")
-    train = [sys.executable, os.path.join(HERE, "cyclegan.py"), *TINY,
+    train = [sys.executable, SCRIPT, *TINY,
              "--max-iters", "6", "--checkpoint-every", "2", "--out", "disk/run"]
     script = (f"mkdir disk && mount -t tmpfs -o size=1m tmpfs disk && {shlex.join(train)}; "
               "echo exit $?; cp -r disk/run left")  # the tmpfs goes with the namespace
@@ -1469,7 +1471,7 @@ def test_a_real_full_disk_ends_in_one_line_and_keeps_the_last_checkpoint(run_dir
     assert re.fullmatch(
         r"error: cannot write disk/run/checkpoint.pt \(No space left on device, 0\.\d MB free "
         r"in disk/run/\); free some space; disk/run/checkpoint.pt keeps the last saved state; "
-        r"resume with: python cyclegan.py --resume --out disk/run\n", result.stderr)
+        r"resume with: python \S+/cyclegan.py --resume --out disk/run\n", result.stderr)
     assert sorted(os.listdir("left")) == ["checkpoint.pt", "losses.csv"]  # no grid before 6
     assert torch.load("left/checkpoint.pt")["iteration"] == 2  # whole
 
@@ -1696,7 +1698,7 @@ def test_ctrl_c_saves_and_the_printed_command_resumes(run_dir):
     """From a shell: Ctrl-C saves and prints the command that resumes; the resumed run ends
     with the command that translates, which works as printed."""
     process = subprocess.Popen(
-        [sys.executable, os.path.join(HERE, "cyclegan.py"), *TINY, "--epochs",
+        [sys.executable, SCRIPT, *TINY, "--epochs",
          "50", "--decay-epochs", "0", "--log-every", "1"],
         cwd=run_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
@@ -1716,14 +1718,14 @@ def test_ctrl_c_saves_and_the_printed_command_resumes(run_dir):
     checkpoint = str(run_dir / "runs/data/checkpoint.pt")
     assert torch.load(checkpoint)["iteration"] == iteration
     command = text.split("resume with: ")[1].splitlines()[0].strip()
-    assert command == "python cyclegan.py --resume --out runs/data"
+    assert command == f"python {shlex.quote(SCRIPT)} --resume --out runs/data"
     result = command_line(shlex.split(command)[2:], run_dir)  # exactly as printed
     assert result.returncode == 0, result.stderr
     assert torch.load(str(run_dir / "runs/data/checkpoint.pt"))["iteration"] == 200
     lines = result.stdout.strip().splitlines()  # then the translation command, as printed
     assert re.fullmatch(r"done: \d+ iterations in [\d.]+ s \([\d.]+ s per iteration\)", lines[-3])
-    assert lines[-2:] == ["translate photos with this model:", "  python cyclegan.py --translate "
-                          "PHOTO_OR_FOLDER --checkpoint runs/data/checkpoint.pt"]
+    assert lines[-2:] == ["translate photos with this model:", f"  python {shlex.quote(SCRIPT)} "
+                          "--translate PHOTO_OR_FOLDER --checkpoint runs/data/checkpoint.pt"]
     command = shlex.split(lines[-1].replace("PHOTO_OR_FOLDER", "data/testA"))
     assert command_line(command[2:], run_dir).returncode == 0
     assert os.path.isfile(run_dir / "translated/0_XtoY.png")
@@ -1796,7 +1798,7 @@ def test_pasted_into_a_jupyter_kernel(run_dir):
     from nbclient import NotebookClient
     write_image(str(run_dir / "photo.jpg"), size=(50, 38))
     tiny = json.dumps([*TINY])[1:-1]
-    cells = [open(os.path.join(HERE, "cyclegan.py")).read(),
+    cells = [open(SCRIPT).read(),
              'main(["--data", "nowhere"])',
              f'main([{tiny}, "--max-iters", "300", "--log-every", "10", "--sample-every", "100"])',
              f'main([{tiny}, "--epochs", "2000", "--log-every", "1"])',
