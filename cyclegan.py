@@ -1638,7 +1638,8 @@ def prepare_run(typed):
         if "settings" not in checkpoint:
             raise CycleGANError(f"{path} is not a cyclegan.py training checkpoint (a bare "
                                 "generator file can be used with --translate, not resumed)")
-        saved = {**defaults, **checkpoint["settings"]}
+        # --max-iters binds only the run that typed it: a trial's limit must not stop the next
+        saved = {**defaults, **checkpoint["settings"], "max_iters": None}
         for key in DEFAULT_SETTINGS:
             fixed = key not in ("epochs", "decay_epochs")  # the schedule may change
             if fixed and key in typed and typed[key] != saved[key]:
@@ -1667,7 +1668,7 @@ def prepare_run(typed):
                 raise unusable_folder("runs", error) from None
         kind = "the demo's" if data == "demo" else "the default"
         source = f"new run in {run_folder} with {kind} settings"
-    typed_flags = " ".join(flag(key) for key in typed if key in defaults)
+    typed_flags = " ".join(flag(key) for key in typed)
     listed = ", ".join(f"{flag(key)[2:]} {value}" for key, value in vars(args).items())
     introduction = f"{source}; typed: {typed_flags or 'nothing'}\n  {listed}\n"
     return args, run_folder, checkpoint, introduction
