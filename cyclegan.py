@@ -1151,14 +1151,17 @@ def finish_training(run_folder, training, args, log, stop):
         log.sample(training, "last")
     print(log.summary(finished=not stop.stopping))
     if stop.stopping:
-        print(f"interrupted at iteration {training.iteration}; {resume_advice(run_folder)}")
+        print(f"interrupted at iteration {training.iteration}; "
+              + resume_advice(run_folder, args))
 
 
-def resume_advice(run_folder):
+def resume_advice(run_folder, args):
+    """The command that resumes, with this run's --max-iters (a resume does not inherit it)."""
     if run_folder is None or not os.path.isfile(os.path.join(run_folder, "checkpoint.pt")):
         return "no checkpoint had been saved yet"
+    limit = [] if args is None or args.max_iters is None else ["--max-iters", str(args.max_iters)]
     return (f"{run_folder}/checkpoint.pt keeps the last saved state; resume with: "
-            + command_to_run(["--resume", "--out", run_folder]))
+            + command_to_run(["--resume", "--out", run_folder, *limit]))
 
 
 def training_fault(error, args, device, run_folder):
@@ -1169,7 +1172,7 @@ def training_fault(error, args, device, run_folder):
                 f"batch {args.batch_size}, {args.n_blocks} residual blocks, {args.ngf} filters; "
                 "a run keeps its sizes when resumed, so start a new one with a smaller "
                 "--batch-size, --image-size or --n-blocks")
-    return f"{error}; {resume_advice(run_folder)}"
+    return f"{error}; {resume_advice(run_folder, args)}"
 
 
 def checkpoint_parts(training):
@@ -1855,6 +1858,7 @@ def train_from_flags(typed):
     # reads the checkpoint, and the others take its word.
     output = sys.stdout if first_process() else open(os.devnull, "w")
     run_folder = None
+    args = None
     model = None
     stopped = True  # unless the run ends on its own
     try:
@@ -1871,7 +1875,7 @@ def train_from_flags(typed):
                 print_next_steps(model, args, run_folder, device)
     except KeyboardInterrupt:  # Ctrl-C before the loop, or a second one: stopped at once
         if first_process():
-            print(f"\ninterrupted; {resume_advice(run_folder)}")
+            print(f"\ninterrupted; {resume_advice(run_folder, args)}")
     finally:
         if dist.is_initialized():  # under torchrun: leave the other processes
             dist.destroy_process_group()

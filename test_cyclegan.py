@@ -1162,7 +1162,7 @@ def test_ctrl_c_under_torchrun_stops_both_and_the_printed_command_resumes_exactl
     assert state["iteration"] == stopped_at and len(state["processes"]) == 2
     command = output.split("resume with: ")[1].splitlines()[0].strip()
     assert command == (f"torchrun --standalone --nproc_per_node=2 {shlex.quote(SCRIPT)} --resume "
-                       "--out runs/data")  # runnable from any folder
+                       "--out runs/data --max-iters 120")  # runnable from any folder
     words = shlex.split(command)
     resumed = torchrun(words[1:3], words[4:], run_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -1394,7 +1394,7 @@ def test_a_write_that_fails_leaves_no_partial_file_and_says_how_to_resume(run_di
     assert re.fullmatch(
         rf"error: cannot write {folder}/{name} \(No space left on device, [\d.]+ MB free in "
         rf"{folder}/\); free some space; runs/data/checkpoint.pt keeps the last saved state; "
-        r"resume with: python cyclegan.py --resume --out runs/data\n", error), error
+        r"resume with: python cyclegan.py --resume --out runs/data --max-iters 4\n", error), error
     after = files_below("runs")
     assert after["runs/data/checkpoint.pt"] == before["runs/data/checkpoint.pt"]
     assert not [path for path in after if path.endswith(".tmp")]
@@ -1472,7 +1472,8 @@ def test_a_real_full_disk_ends_in_one_line_and_keeps_the_last_checkpoint(run_dir
     assert re.fullmatch(
         r"error: cannot write disk/run/checkpoint.pt \(No space left on device, 0\.\d MB free "
         r"in disk/run/\); free some space; disk/run/checkpoint.pt keeps the last saved state; "
-        r"resume with: python \S+/cyclegan.py --resume --out disk/run\n", result.stderr)
+        r"resume with: python \S+/cyclegan.py --resume --out disk/run --max-iters 6\n",
+        result.stderr)
     assert sorted(os.listdir("left")) == ["checkpoint.pt", "losses.csv"]  # no grid before 6
     assert torch.load("left/checkpoint.pt")["iteration"] == 2  # whole
 
