@@ -1343,12 +1343,13 @@ class ProgressLog:
         high = self.high_ratios
         if high and high[-1][0] - high[0][0] >= CYCLE_WARNING_SPAN and not self.warned:
             self.warned = True
+            lowest = min(value for _, value in high)
             print(f"warning: at every progress line from iteration {high[0][0]} to {high[-1][0]} "
-                  f"the cycle brought the test images back no closer than "
-                  f"{min(ratio for _, ratio in high):.2f} times the error of their domain's "
-                  f"median image (1.00: what generators ignoring their input reach); it may still "
-                  f"learn, but look at the sample grids in {self.run_folder}/samples, and "
-                  f"README.md, \"When it does not learn\"", flush=True)
+                  f"the cycle brought the test images back no closer than {lowest:.2f} times "
+                  f"the error of their domain's median image (1.00: what generators ignoring "
+                  f"their input reach); it may still learn, but look at the sample grids in "
+                  f"{self.run_folder}/samples, and README.md, \"When it does not learn\"",
+                  flush=True)
         return ratio
 
     def summary(self, finished=True):
@@ -1394,9 +1395,8 @@ def median_image(images, size, at_most=1000):
 # cycle's error on the grid's test images is divided by the median image's; the larger is the
 # line's cycle_ratio (and losses.csv's). The run is warned (once; it goes on) when the ratio stays
 # above CYCLE_WARNING_RATIO at every line over CYCLE_WARNING_SPAN iterations or more, counted from
-# iteration CYCLE_WARNING_FROM.
-# README.md, "When it does not learn", gives the margins that `python .ci/calibrate_warning.py`
-# measured on real photos, on flat colours and on the demo.
+# iteration CYCLE_WARNING_FROM. README.md, "When it does not learn", gives the margins that
+# `python .ci/calibrate_warning.py` measured on real photos, on flat colours and on the demo.
 CYCLE_WARNING_RATIO = 0.97
 CYCLE_WARNING_SPAN = 100
 CYCLE_WARNING_FROM = 100
