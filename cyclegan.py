@@ -786,8 +786,21 @@ def load_folder(folder, load_size, limit=None):
         raise CycleGANError(f"no images in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)})")
     print(f"decoding {len(paths)} images in {folder}", flush=True)
     images = torch.empty(len(paths), 3, load_size, load_size, dtype=torch.uint8)
+    unreadable = []  # (path, error): all named in one error, not one bad file per attempt
     for index, path in enumerate(paths):  # into place: the domain is never in memory twice
-        images[index] = load_image(path, load_size)
+        try:
+            images[index] = load_image(path, load_size)
+        except CycleGANError as error:
+            unreadable.append((path, error))
+    if unreadable:
+        message = (f"{len(unreadable)} of {len(paths)} images in {folder} cannot be read. The "
+                   f"first: {unreadable[0][1]}")
+        others = [path for path, _ in unreadable[1:]]
+        if others:
+            message += f". The others: {', '.join(others[:3])}"
+        if len(others) > 3:
+            message += f" and {len(others) - 3} more"
+        raise CycleGANError(message)
     return images
 
 

@@ -914,11 +914,16 @@ def test_a_missing_or_damaged_dataset_is_named_before_anything_is_written(run_di
         assert error == (f"error: no dataset for --data {data}: looked in {looked_in}/ for trainA/ "
                          "trainB/ (testA/ testB/) or summer/ winter/ (test_summer/ test_winter/); "
                          f"{hint}\n")
-    write_image("data/trainA/big.jpg", size=(200, 200))
-    data = open("data/trainA/big.jpg", "rb").read()
-    open("data/trainA/big.jpg", "wb").write(data[: len(data) // 2])
-    assert fails_with(TINY, capsys).startswith("error: cannot read image data/trainA/big.jpg: ")
+    for name in ("big", "cut"):  # two damaged files of 5: both named in one decode
+        write_image(f"data/trainA/{name}.jpg", size=(200, 200))
+        data = open(f"data/trainA/{name}.jpg", "rb").read()
+        open(f"data/trainA/{name}.jpg", "wb").write(data[: len(data) // 2])
+    error = fails_with(TINY, capsys)
+    assert error.startswith("error: 2 of 5 images in data/trainA cannot be read. The first: "
+                            "cannot read image data/trainA/big.jpg: ") and error.count("\n") == 1
+    assert error.endswith("; delete or replace it. The others: data/trainA/cut.jpg\n"), error
     os.remove("data/trainA/big.jpg")
+    os.remove("data/trainA/cut.jpg")
     for name in os.listdir("data/trainB"):
         os.remove(os.path.join("data/trainB", name))
     open("data/trainB/notes.txt", "w").write("not an image")
