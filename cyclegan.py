@@ -480,8 +480,8 @@ def load_dataset(args):
         return draw_demo_dataset(args)
     train_X, train_Y, test_X, test_Y = find_domain_folders(args.data)
     check_memory_for_images([train_X, train_Y], args.load_size)  # before any is decoded
-    images_X = load_folder(train_X, args.load_size)
-    images_Y = load_folder(train_Y, args.load_size)
+    images_X = load_folder(train_X, args.load_size, crop_size=args.image_size)
+    images_Y = load_folder(train_Y, args.load_size, crop_size=args.image_size)
     # The grids show the centre crops of 4 test images spread evenly by name (the first 4 may be
     # 4 crops of one photo), or of training images where there is no test folder.
     grid_X = load_folder(test_X if list_images(test_X) else train_X, args.load_size, 4)
@@ -522,20 +522,20 @@ class Training:
         self.iteration = 0  # iterations done
 
 
-def train(args, run_folder, checkpoint, introduction, stop, device):
-    """Trains a new run in `run_folder`, or continues the one in `checkpoint`; returns the model.
-    Every so many iterations: a progress line, a sample grid (rows x, G(x), F(G(x)), y, F(y),
-    G(F(y)) of fixed test images) and a checkpoint (sections 12, 13 and 16 are its machinery)."""
+def train(args, dataset, run_folder, checkpoint, introduction, stop, device):
+    """Trains a new run in `run_folder` on `dataset` (load_dataset's), or continues the one in
+    `checkpoint`; returns the model. Every so many iterations: a progress line, a sample grid
+    (rows x, G(x), F(G(x)), y, F(y), G(F(y)) of fixed test images) and a checkpoint (sections 12,
+    13 and 16 are its machinery)."""
     training = Training(args, Precision(args.precision, device), device)
     seed_this_process(args.seed)  # under torchrun, each process's own history pool draws
-    # The data is read before anything is written: a bad dataset leaves no run folder behind.
-    data, test_X, test_Y = load_dataset(args)
-    iterations_per_epoch = math.ceil(data.epoch_length / (args.batch_size * process_count()))
+    data, test_X, test_Y = dataset
+    iterations_per_epoch = epoch_iterations(data, args, process_count())
     last = (args.epochs + args.decay_epochs) * iterations_per_epoch  # the schedule's end
     if args.max_iters is not None:
         last = min(last, args.max_iters)
     if checkpoint is not None:
-        restore_training(training, checkpoint)
+        restore_training(training, checkpoint, data, args)
     announce_run(introduction, training, data, iterations_per_epoch, last, args)
     log = ProgressLog(run_folder, training, data, test_X, test_Y)
     # One iteration after another until the schedule ends (or --max-iters). The epoch and the
@@ -776,9 +776,10 @@ def write_file(path, write):
         raise WriteFailed(f"cannot write {path} ({reason}); {advice}") from None
 
 
-def load_folder(folder, load_size, limit=None):
+def load_folder(folder, load_size, limit=None, crop_size=0):
     """The images in `folder` (or `limit` of them, evenly spaced by name) -> (N, 3, load_size,
-    load_size) uint8: 61 KB per image at 143px, a quarter of what fp32 would take."""
+    load_size) uint8: 61 KB per image at 143px, a quarter of what fp32 would take. Those smaller
+    than the crops are named: scaled up, they train the generators on blur."""
     paths = list_images(folder)
     if limit is not None and len(paths) > limit:
         paths = [paths[index * len(paths) // limit] for index in range(limit)]
@@ -787,11 +788,20 @@ def load_folder(folder, load_size, limit=None):
     print(f"decoding {len(paths)} images in {folder}", flush=True)
     images = torch.empty(len(paths), 3, load_size, load_size, dtype=torch.uint8)
     unreadable = []  # (path, error): all named in one error, not one bad file per attempt
+    too_small = []
     for index, path in enumerate(paths):  # into place: the domain is never in memory twice
         try:
             images[index] = load_image(path, load_size)
+            with Image.open(path) as image:  # its header: the size before scaling
+                if min(image.size) < crop_size:
+                    too_small.append(f"{os.path.relpath(path, folder)} {image.width}x{image.height}")
         except CycleGANError as error:
             unreadable.append((path, error))
+    if too_small:
+        print(f"note: {len(too_small)} of {len(paths)} images in {folder} are smaller than the "
+              f"{crop_size}px crops and are scaled up to {load_size}px (blurred): "
+              f"{', '.join(too_small[:3])}{' ...' if len(too_small) > 3 else ''}; replace them, "
+              "or train with a smaller --image-size")
     if unreadable:
         message = (f"{len(unreadable)} of {len(paths)} images in {folder} cannot be read. The "
                    f"first: {unreadable[0][1]}")
@@ -1208,7 +1218,12 @@ def save_training(run_folder, training, args, log):
     write_file(os.path.join(run_folder, "checkpoint.pt"), lambda f: torch.save(state, f))
 
 
-def restore_training(training, checkpoint):
+def epoch_iterations(data, args, processes):
+    """Each of `processes` takes --batch-size images an iteration."""
+    return math.ceil(data.epoch_length / (args.batch_size * processes))
+
+
+def restore_training(training, checkpoint, data, args):
     for name, part in checkpoint_parts(training).items():
         # Only fp16's scaler has a state (one switched off saves {}): another precision than the
         # saved one starts with a fresh scaler.
@@ -1217,9 +1232,15 @@ def restore_training(training, checkpoint):
     training.iteration = checkpoint["iteration"]
     saved = checkpoint["processes"]
     if len(saved) != process_count():
+        # The schedule goes on from the same epoch and place in it: an iteration of N processes
+        # takes N x --batch-size images, so the count of iterations done changes with N.
+        epoch, index = divmod(training.iteration, epoch_iterations(data, args, len(saved)))
+        training.iteration = (epoch * epoch_iterations(data, args, process_count())
+                              + math.ceil(index * len(saved) / process_count()))
         print(f"the checkpoint was saved by {len(saved)} processes and this run has "
-              f"{process_count()}: the history pools start empty, and the random streams are "
-              "dealt afresh")
+              f"{process_count()}: their iteration {checkpoint['iteration']} is iteration "
+              f"{training.iteration} here (the same epoch and place), the history pools start "
+              "empty, and the random streams are dealt afresh")
         return
     own = saved[process_rank()]
     training.pool_X.images = [image.to(training.device) for image in own["pool_X"]]
@@ -1597,20 +1618,20 @@ def save_new_png(pixels, base):
     return target
 
 
-def unusable_folder(folder, error):
-    return CycleGANError(f"cannot make the run folder in {folder} ({error.strerror or error}); "
-                         "choose another --out, or make the folder writable")
-
-
 @contextlib.contextmanager
-def lock_run_folder(run_folder):
-    """Holds a lock on the run folder while this process trains in it, and refuses one that a
-    live process holds (the same --out twice, a --resume while the run trains); the system
-    releases it when the process ends, however it ends (no such locks on Windows)."""
+def lock_run_folder(run_folder, data):
+    """Makes the run folder (None: claims the first free runs/<data's name>N) and holds a lock on
+    it while this process trains in it -> the folder. Refuses one that a live process holds (the
+    same --out twice, a --resume while the run trains); the system releases the lock when the
+    process ends, however it ends (no such locks on Windows)."""
     try:
+        if run_folder is None:  # two runs started together take two names
+            run_folder = claim_free_name(os.path.join("runs", run_name(data)), "", os.makedirs)
         os.makedirs(run_folder, exist_ok=True)
     except OSError as error:  # read-only, a file in the way, no permission ...
-        raise unusable_folder(run_folder, error) from None
+        raise CycleGANError(f"cannot make the run folder in {run_folder or 'runs'} "
+                            f"({error.strerror or error}); choose another --out, or make the "
+                            "folder writable") from None
     lock = None if fcntl is None else os.open(run_folder, os.O_RDONLY)
     try:
         if lock is not None:
@@ -1627,7 +1648,7 @@ def lock_run_folder(run_folder):
         for stale in glob.glob(f"{glob.escape(run_folder)}/{ours}.tmp"):
             os.remove(stale)
     try:
-        yield
+        yield run_folder
     finally:
         # A new run stopped before it wrote anything leaves no folder (removed while the lock is
         # still held; os.rmdir removes only an empty folder)
@@ -1676,14 +1697,8 @@ def prepare_run(typed):
             in_force["load_size"] = round(in_force["image_size"] * 143 / 128)
     args = argparse.Namespace(**{key: in_force[key] for key in defaults})
     check_settings(args)
-    if checkpoint is None:  # a new run; its folder is claimed once its settings are known good
-        if run_folder is None:
-            try:
-                run_folder = claim_free_name(os.path.join("runs", run_name(data)), "", os.makedirs)
-            except OSError as error:
-                raise unusable_folder("runs", error) from None
-        kind = "the demo's" if data == "demo" else "the default"
-        source = f"new run in {run_folder} with {kind} settings"
+    if checkpoint is None:  # a new run: train_from_flags names its folder, once it is claimed
+        source = ""
     typed_flags = " ".join(flag(key) for key in typed)
     listed = ", ".join(f"{flag(key)[2:]} {value}" for key, value in vars(args).items())
     introduction = f"{source}; typed: {typed_flags or 'nothing'}\n  {listed}\n"
@@ -1878,9 +1893,17 @@ def train_from_flags(typed):
         with contextlib.redirect_stdout(output), StopOnCtrlC() as stop:
             prepared = prepare_run(typed) if first_process() else None
             args, run_folder, checkpoint, introduction = from_first_process(prepared)
-            with lock_run_folder(run_folder) if first_process() else contextlib.nullcontext():
+            # The data is read before anything is written: a bad dataset, or Ctrl-C or a kill
+            # while it decodes, leaves no run folder behind.
+            dataset = load_dataset(args)
+            locked = lock_run_folder(run_folder, args.data) if first_process() else None
+            with locked or contextlib.nullcontext() as claimed:
+                run_folder = from_first_process(claimed)
+                if checkpoint is None:
+                    kind = "the demo's" if args.data == "demo" else "the default"
+                    introduction = f"new run in {run_folder} with {kind} settings{introduction}"
                 try:
-                    model = train(args, run_folder, checkpoint, introduction, stop, device)
+                    model = train(args, dataset, run_folder, checkpoint, introduction, stop, device)
                 except (WriteFailed, torch.OutOfMemoryError) as error:
                     raise CycleGANError(training_fault(error, args, device, run_folder)) from None
             stopped = stop.stopping

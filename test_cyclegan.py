@@ -392,10 +392,16 @@ def test_without_the_identity_loss_a_step_runs_no_identity_pass(run_dir, capsys,
 # --- 5. Data ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("layout", ["official", "udacity"])
-def test_loader_reads_mixed_images_in_both_layouts(tmp_path, monkeypatch, layout):
-    """Decoded once into uint8 (no file is opened per step); an epoch has max(|X|, |Y|) places."""
-    root = make_dataset(tmp_path / "data", layout, n_x=4, n_y=3)
+def test_loader_reads_mixed_images_in_both_layouts(tmp_path, capsys, monkeypatch, layout):
+    """Decoded once into uint8 (no file is opened per step); an epoch has max(|X|, |Y|) places.
+    An image smaller than the crops is scaled up, and named."""
+    root = make_dataset(tmp_path / "data", layout, n_x=3, n_y=3)
+    folder_X = os.path.join(root, "trainA" if layout == "official" else "summer")
+    write_image(os.path.join(folder_X, "tiny.png"), size=(1, 1))
     data, test_X, test_Y = cyclegan.load_dataset(tiny_args("--data", root))
+    assert (f"note: 1 of 4 images in {folder_X} are smaller than the 32px crops and are scaled up "
+            "to 36px (blurred): tiny.png 1x1; replace them, or train with a smaller "
+            "--image-size\n") in capsys.readouterr().out
     assert data.images_X.shape == (4, 3, 36, 36) and data.images_X.dtype == torch.uint8
     assert data.images_Y.shape == (3, 3, 36, 36)
     assert test_X.shape == test_Y.shape == (2, 3, 32, 32)
@@ -1177,9 +1183,12 @@ def test_ctrl_c_under_torchrun_stops_both_and_the_printed_command_resumes_exactl
     assert finished["iteration"] == 120
     for key in ("model", "optimizer_G", "optimizer_D", "processes"):
         assert tensors_equal(finished[key], expected[key]), key
-    printed = run_main(["--resume", "--out", "runs/data", "--max-iters", "122"], capsys).out
-    assert ("the checkpoint was saved by 2 processes and this run has 1: the history pools "
-            "start empty, and the random streams are dealt afresh") in printed
+    # alone it goes on from the same epoch: 120 iterations of 2 images are 240 of 1
+    printed = run_main(["--resume", "--out", "runs/data", "--max-iters", "242"], capsys).out
+    assert ("the checkpoint was saved by 2 processes and this run has 1: their iteration 120 is "
+            "iteration 240 here (the same epoch and place), the history pools start empty, and "
+            "the random streams are dealt afresh\n") in printed
+    assert "\nresumed at iteration 240 (epoch 61)" in printed
     state = torch.load("runs/data/checkpoint.pt")
     assert len(state["processes"]) == 1 and len(state["processes"][0]["pool_X"]) == 2
     # a bad flag fails in both processes: each prints its own error line, numbered, unless
@@ -1606,9 +1615,10 @@ def test_new_runs_take_free_folders_and_resume_takes_the_newest(run_dir, capsys,
     refused; --resume and --translate take the newest checkpoint (by time, not by number). A
     folder held by a run (still empty: it decodes its data) is refused to a second with the same
     --out, and left where it is. A filesystem without locks trains unlocked, and says so."""
-    typed = vars(cyclegan.build_arg_parser().parse_args(TINY))
-    assert [cyclegan.prepare_run(typed)[1] for _ in "12"] == ["runs/data", "runs/data2"]
-    shutil.rmtree("runs")
+    with cyclegan.lock_run_folder(None, "data") as first:
+        with cyclegan.lock_run_folder(None, "data") as second:
+            assert [first, second] == ["runs/data", "runs/data2"]
+    assert not os.path.exists("runs")  # a run stopped before it wrote anything leaves nothing
     for expected in ("runs/data", "runs/data2", "runs/data3"):
         printed = run_main([*TINY, "--max-iters", "1"], capsys).out
         assert f"\nnew run in {expected} with" in printed
@@ -1623,7 +1633,7 @@ def test_new_runs_take_free_folders_and_resume_takes_the_newest(run_dir, capsys,
     write_image("photo.jpg")
     printed = run_main(["--data", "data", "--translate", "photo.jpg"], capsys).out
     assert "translating with runs/data/checkpoint.pt at" in printed
-    with cyclegan.lock_run_folder("runs/new"):  # as the first run holds it (flock: per open)
+    with cyclegan.lock_run_folder("runs/new", "data"):  # as the first run holds it (flock: per open)
         error = fails_with([*TINY, "--out", "runs/new"], capsys)
         assert error == ("error: runs/new is in use by another process that trains in it; wait "
                          "for it to end (or stop it), then resume\n")
@@ -1739,9 +1749,14 @@ def test_ctrl_c_saves_and_the_printed_command_resumes(run_dir):
 
 
 @slow
-def test_ctrl_c_while_decoding_stops_at_once_and_leaves_no_run_folder(run_dir):
+def test_ctrl_c_or_a_kill_while_decoding_stops_at_once_and_leaves_no_run_folder(run_dir):
     """11 images to decode, each slowed down; Ctrl-C at the first: no other is decoded, one line
-    says that nothing was saved, the exit status is 130, and runs/ is not there."""
+    says that nothing was saved, the exit status is 130, and runs/ is not there. Killed (-9)
+    there, it leaves no empty folder either (the next run would have been runs/data2)."""
+    process = stalled_process("load_image", 0.5, TINY, run_dir)
+    process.kill()
+    process.wait(timeout=60)
+    assert not os.path.exists(run_dir / "runs")
     process = stalled_process("load_image", 0.5, TINY, run_dir)
     process.send_signal(signal.SIGINT)
     rest = process.stdout.read()
