@@ -524,10 +524,10 @@ class Training:
 
 def train(args, dataset, run_folder, checkpoint, introduction, stop, device):
     """Trains a new run in `run_folder` on `dataset` (load_dataset's), or continues the one in
-    `checkpoint`; returns the model. Every so many iterations: a progress line, a sample grid
+    `checkpoint`; returns the Training (the model, its precision ...). Every so many iterations: a progress line, a sample grid
     (rows x, G(x), F(G(x)), y, F(y), G(F(y)) of fixed test images) and a checkpoint (sections 12,
     13 and 16 are its machinery)."""
-    training = Training(args, Precision(args.precision, device), device)
+    training = Training(args, run_precision(args, device, checkpoint), device)
     seed_this_process(args.seed)  # under torchrun, each process's own history pool draws
     data, test_X, test_Y = dataset
     iterations_per_epoch = epoch_iterations(data, args, process_count())
@@ -563,7 +563,7 @@ def train(args, dataset, run_folder, checkpoint, introduction, stop, device):
         if training.iteration % args.checkpoint_every == 0:
             save_training(run_folder, training, args, log)
     finish_training(run_folder, training, args, log, stop)
-    return training.model
+    return training
 
 
 # --- 7. Did it learn? A task whose answers are known -----------------------------------------
@@ -1014,6 +1014,37 @@ def automatic_precision(device):
     return "bf16" if device.type == "cpu" and {"avx512_bf16", "amx_bf16"} & flags else "fp32"
 
 
+def run_precision(args, device, checkpoint):
+    """The run's Precision. --precision auto where the CPU lists bf16 instructions is timed, once
+    per run (the checkpoint keeps the choice, so that a resume continues exactly)."""
+    precision = Precision(args.precision, device)
+    if args.precision != "auto" or device.type != "cpu" or precision.name != "bf16":
+        return precision
+    if checkpoint is not None and checkpoint.get("precision") in ("fp32", "bf16"):
+        return Precision(checkpoint["precision"], device)
+    return Precision(from_first_process(timed_cpu_precision(args, device)), device)
+
+
+def timed_cpu_precision(args, device, rounds=3):
+    """fp32 or bf16, whichever trains the run's own networks faster here: `rounds` steps of each,
+    alternating, on random images, each one's first left out (it sets up its kernels). Under
+    torchrun every process times (they share the cores) and the first one's choice is taken."""
+    trials = {name: Training(args, Precision(name, device), device) for name in ("fp32", "bf16")}
+    real_X, real_Y = torch.rand(2, args.batch_size, 3, args.image_size, args.image_size) * 2 - 1
+    seconds = {name: [] for name in trials}
+    for _ in range(rounds):
+        for name, trial in trials.items():
+            start = time.perf_counter()
+            train_step(trial.model, real_X, real_Y, trial.opt_G, trial.opt_D, trial.pool_X,
+                       trial.pool_Y, trial.precision, args)
+            seconds[name].append(time.perf_counter() - start)
+    best = {name: min(times[1:]) for name, times in seconds.items()}
+    choice = min(best, key=best.get)
+    print(f"precision auto on this CPU: a step took {best['fp32']:.3f} s in fp32 and "
+          f"{best['bf16']:.3f} s in bf16 (the best of {rounds - 1} each): {choice}")
+    return choice
+
+
 class Precision:
     """How the networks compute on `device`, as --precision asks (auto: automatic_precision)."""
     def __init__(self, name, device):
@@ -1042,6 +1073,45 @@ def choose_device(name):
         raise CycleGANError(f"--device {name}: not a device that torch can use on this machine; "
                             "use auto, cpu, cuda, cuda:N or mps")
     return torch.device(name)
+
+
+def use_free_cores(seconds=0.5):
+    """Training on a CPU: as many threads as the cores that are free for this process: those it
+    may run on (its CPU affinity, a container's CPU quota) less those that other work kept busy
+    over `seconds`. A step is thousands of operator calls, each split among the threads, which
+    wait for each other: a thread that shares its core with another job stalls all of them
+    (.ci/benchmark.py --busy). OMP_NUM_THREADS, where set (torchrun sets 1), decides instead."""
+    if "OMP_NUM_THREADS" in os.environ or not os.path.exists("/proc/stat"):  # Linux only
+        return
+    cpus = os.sched_getaffinity(0)
+    before = cpu_ticks(cpus)
+    time.sleep(seconds)
+    busy, total = [after - then for after, then in zip(cpu_ticks(cpus), before)]
+    free = len(cpus) * (1 - busy / max(total, 1))
+    quota = number_in_file(CGROUP_CPU_MAX)  # "max 100000", or "QUOTA PERIOD" in microseconds
+    allowed = math.ceil(quota / number_in_file(CGROUP_CPU_MAX, str(quota))) if quota else len(cpus)
+    threads = max(1, min(torch.get_num_threads(), allowed, round(free)))
+    if threads < torch.get_num_threads():
+        print(f"training with {threads} of {torch.get_num_threads()} CPU threads: "
+              f"{len(cpus) - free:.1f} of {len(cpus)} cores busy with other work ({allowed} "
+              "allowed); OMP_NUM_THREADS=N sets the count")
+        torch.set_num_threads(threads)
+
+
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
+
+
+def cpu_ticks(cpus):
+    """(busy, all) clock ticks that these CPUs have counted since boot (Linux's /proc/stat)."""
+    busy = total = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *ticks = line.split()
+            if re.fullmatch(r"cpu\d+", name) and int(name[3:]) in cpus:
+                ticks = [int(tick) for tick in ticks[:8]]  # user nice system idle iowait ...
+                total += sum(ticks)
+                busy += sum(ticks) - ticks[3] - ticks[4]
+    return busy, total
 
 
 # --- 12. Several GPUs or machines: torchrun ---------------------------------------------------
@@ -1213,6 +1283,7 @@ def save_training(run_folder, training, args, log):
         return
     state = {name: part.state_dict() for name, part in checkpoint_parts(training).items()}
     state["iteration"] = training.iteration
+    state["precision"] = training.precision.name
     state["settings"] = vars(args)
     state["processes"] = processes
     write_file(os.path.join(run_folder, "checkpoint.pt"), lambda f: torch.save(state, f))
@@ -1887,10 +1958,12 @@ def train_from_flags(typed):
     output = sys.stdout if first_process() else open(os.devnull, "w")
     run_folder = None
     args = None
-    model = None
+    training = None
     stopped = True  # unless the run ends on its own
     try:
         with contextlib.redirect_stdout(output), StopOnCtrlC() as stop:
+            if device.type == "cpu":
+                use_free_cores()
             prepared = prepare_run(typed) if first_process() else None
             args, run_folder, checkpoint, introduction = from_first_process(prepared)
             # The data is read before anything is written: a bad dataset, or Ctrl-C or a kill
@@ -1903,12 +1976,13 @@ def train_from_flags(typed):
                     kind = "the demo's" if args.data == "demo" else "the default"
                     introduction = f"new run in {run_folder} with {kind} settings{introduction}"
                 try:
-                    model = train(args, dataset, run_folder, checkpoint, introduction, stop, device)
+                    training = train(args, dataset, run_folder, checkpoint, introduction, stop,
+                                     device)
                 except (WriteFailed, torch.OutOfMemoryError) as error:
                     raise CycleGANError(training_fault(error, args, device, run_folder)) from None
             stopped = stop.stopping
             if first_process() and not stopped:
-                print_next_steps(model, args, run_folder, device)
+                print_next_steps(training, args, run_folder)
     except KeyboardInterrupt:  # Ctrl-C before the loop, or a second one: stopped at once
         if first_process():
             print(f"\ninterrupted; {resume_advice(run_folder, args)}")
@@ -1917,17 +1991,17 @@ def train_from_flags(typed):
             dist.destroy_process_group()
     if stopped and not in_notebook():
         raise SystemExit(130)
-    return model
+    return None if training is None else training.model
 
 
-def print_next_steps(model, args, run_folder, device):
+def print_next_steps(training, args, run_folder):
     """After a run: the demo's check (section 7), or how to translate with the model."""
     if args.data != "demo":
         print("translate photos with this model:\n  " + command_to_run(
             ["--translate", "PHOTO_OR_FOLDER", "--checkpoint", f"{run_folder}/checkpoint.pt"],
             one_process=True))
         return
-    errors = demo_translation_errors(model, args.image_size, Precision(args.precision, device))
+    errors = demo_translation_errors(training.model, args.image_size, training.precision)
     print(f"demo check, mean |error| on 64 held-out scenes: G(x) vs true y {errors['XtoY']:.3f}, "
           f"F(y) vs true x {errors['YtoX']:.3f}; doing nothing {errors['identity']:.3f}, "
           f"median target image {errors['median_XtoY']:.3f} / {errors['median_YtoX']:.3f}")

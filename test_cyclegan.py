@@ -40,10 +40,17 @@ from PIL import Image
 
 import cyclegan
 
+# A run on the CPU takes as many threads as there are free cores unless OMP_NUM_THREADS is set:
+# the tests compare runs bit for bit, which holds at one thread count.
+os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "cyclegan.py")  # started by its path: printed commands show it
-# A run of tiny networks on the test's small dataset in data/ (32px crops of 36px images)
-TINY = ["--data", "data", "--image-size", "32", "--ngf", "4", "--ndf", "4", "--n-blocks", "1"]
+# A run of tiny networks on the test's small dataset in data/ (32px crops of 36px images), in
+# fp32: auto times each new run on CPUs with bf16 (section 11), and these tests count the steps
+# and compare runs bit for bit
+TINY = ["--data", "data", "--image-size", "32", "--ngf", "4", "--ndf", "4", "--n-blocks", "1",
+        "--precision", "fp32"]
 # The slow marker is registered by no ini file (the project has none): its warning, and only it,
 # is silenced here. `-m "not slow"` works without registration.
 warnings.filterwarnings("ignore", "Unknown pytest.mark.slow", pytest.PytestUnknownMarkWarning)
@@ -1029,6 +1036,73 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
         assert cyclegan.Precision("auto", torch.device("cpu")).name == expected, flags
 
 
+def test_auto_precision_on_a_cpu_with_bf16_is_timed_once_per_run(run_dir, capsys, monkeypatch):
+    """Where the CPU lists bf16 instructions, auto times 3 steps of each precision (a faked
+    clock: fp32 1 s, bf16 1.5 s) and keeps the faster; the checkpoint keeps it, so a resume
+    times nothing (though bf16 is faster now); a CPU without them takes fp32 untimed."""
+    clock = [0.0]
+    cost = {"fp32": 1.0, "bf16": 1.5}
+    steps = []
+    real_step = cyclegan.train_step
+
+    def timed_step(*args):
+        clock[0] += cost[args[7].name]
+        steps.append(args[7].name)
+        return real_step(*args)
+    monkeypatch.setattr(cyclegan, "train_step", timed_step)
+    monkeypatch.setattr(cyclegan, "time", argparse.Namespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(cyclegan, "automatic_precision", lambda device: "bf16")  # flags listed
+    printed = run_main([*TINY[:-2], "--max-iters", "2"], capsys).out
+    assert ("precision auto on this CPU: a step took 1.000 s in fp32 and 1.500 s in bf16 (the "
+            "best of 2 each): fp32\n") in printed and "precision fp32;" in printed
+    assert steps == ["fp32", "bf16"] * 3 + ["fp32"] * 2
+    cost["fp32"] = 2.0
+    printed = run_main(["--data", "data", "--resume", "--max-iters", "3"], capsys).out
+    assert "precision fp32;" in printed and steps[8:] == ["fp32"]
+    monkeypatch.setattr(cyclegan, "automatic_precision", lambda device: "fp32")  # no bf16
+    run_main([*TINY[:-2], "--max-iters", "1"], capsys)
+    assert steps[9:] == ["fp32"]
+
+
+def test_a_cpu_run_trains_on_the_cores_that_are_free(monkeypatch, capsys):
+    """Of 4 cores, those busy with other work over the half second, and a container's quota,
+    lower the thread count; a core outside the affinity does not count; OMP_NUM_THREADS decides
+    where it is set (nothing is read)."""
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    set_to = []
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    monkeypatch.setattr(torch, "set_num_threads", set_to.append)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+
+    def machine(busy_ticks, cpu_max):  # of 100 ticks per CPU over the half second
+        snapshots = iter(["cpu 0 0 0 0 0 0 0 0\n" + "".join(
+            f"cpu{n} {busy} 0 0 {ticks - busy} 0 0 0 0\n" for n, busy in enumerate(counts))
+            for ticks, counts in ((0, [0] * 5), (100, busy_ticks))])
+
+        def opener(path, *args, **kwargs):
+            if path == cyclegan.CGROUP_CPU_MAX and cpu_max is None:
+                raise FileNotFoundError(path)
+            return io.StringIO(cpu_max if path == cyclegan.CGROUP_CPU_MAX else next(snapshots))
+        monkeypatch.setattr(cyclegan, "open", opener, raising=False)
+    for busy, cpu_max, threads in (([0, 0, 0, 0, 100], None, []),
+                                   ([100, 100, 0, 10, 100], "max 100000", [2]),
+                                   ([0, 0, 0, 0, 0], "150000 100000", [2])):
+        machine(busy, cpu_max)
+        cyclegan.use_free_cores()
+        assert set_to == threads, (busy, cpu_max)
+        set_to.clear()
+    assert capsys.readouterr().out.splitlines() == [
+        "training with 2 of 4 CPU threads: 2.1 of 4 cores busy with other work (4 allowed); "
+        "OMP_NUM_THREADS=N sets the count",
+        "training with 2 of 4 CPU threads: 0.0 of 4 cores busy with other work (2 allowed); "
+        "OMP_NUM_THREADS=N sets the count"]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setattr(cyclegan, "open", lambda *args: pytest.fail("read"), raising=False)
+    cyclegan.use_free_cores()
+    assert set_to == []
+
+
 def test_fp32_never_constructs_an_autocast(run_dir, capsys, monkeypatch):
     """fp32 is plain PyTorch: training and translating in fp32 build no autocast at all."""
     def refuse(*args, **kwargs):
@@ -1670,9 +1744,8 @@ def test_the_demo_is_the_default_of_data_demo_and_runs_leave_no_settings_behind(
     torch.backends.cudnn.benchmark = False
     handler = signal.getsignal(signal.SIGINT)
     printed = run_main(["--data", "demo", "--max-iters", "2", "--epochs", "3"], capsys).out
-    lines = printed.splitlines()
-    assert lines[0] == ("new run in runs/demo with the demo's settings; typed: --data --max-iters "
-                        "--epochs")
+    lines = ("\n" + printed).split("\nnew run in ")[1].splitlines()  # after any timing line
+    assert lines[0] == "runs/demo with the demo's settings; typed: --data --max-iters --epochs"
     assert ("data demo, image-size 32, load-size 36, batch-size 1, epochs 3, decay-epochs 1, "
             "lr 0.001") in lines[1] and "ngf 16, ndf 16, n-blocks 2" in lines[1]
     run_main([*TINY, "--max-iters", "1", "--image-size", "24"], capsys)
