@@ -1075,43 +1075,55 @@ def choose_device(name):
     return torch.device(name)
 
 
-def use_free_cores(seconds=0.5):
-    """Training on a CPU: as many threads as the cores that are free for this process: those it
-    may run on (its CPU affinity, a container's CPU quota) less those that other work kept busy
-    over `seconds`. A step is thousands of operator calls, each split among the threads, which
-    wait for each other: a thread that shares its core with another job stalls all of them
-    (.ci/benchmark.py --busy). OMP_NUM_THREADS, where set (torchrun sets 1), decides instead."""
-    if "OMP_NUM_THREADS" in os.environ or not os.path.exists("/proc/stat"):  # Linux only
-        return
-    cpus = os.sched_getaffinity(0)
-    before = cpu_ticks(cpus)
-    time.sleep(seconds)
-    busy, total = [after - then for after, then in zip(cpu_ticks(cpus), before)]
-    free = len(cpus) * (1 - busy / max(total, 1))
-    quota = number_in_file(CGROUP_CPU_MAX)  # "max 100000", or "QUOTA PERIOD" in microseconds
-    allowed = math.ceil(quota / number_in_file(CGROUP_CPU_MAX, str(quota))) if quota else len(cpus)
-    threads = max(1, min(torch.get_num_threads(), allowed, round(free)))
-    if threads < torch.get_num_threads():
-        print(f"training with {threads} of {torch.get_num_threads()} CPU threads: "
-              f"{len(cpus) - free:.1f} of {len(cpus)} cores busy with other work ({allowed} "
-              "allowed); OMP_NUM_THREADS=N sets the count")
-        torch.set_num_threads(threads)
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"  # a container's CPU quota (cgroup v2)
+THREADS_AT_START = torch.get_num_threads()  # torch's choice: a core's worth each
 
 
-CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
+class FreeCores:
+    """Training on a CPU takes as many threads as there are cores free for it, counted again at
+    every progress line: the cores it may run on (its CPU affinity, a container's CPU quota) less
+    those that other work kept busy since the last count. A step is thousands of operator calls,
+    each split among the threads, which wait for each other: one thread that shares its core with
+    another job stalls them all (.ci/benchmark.py --busy). Where OMP_NUM_THREADS is set (torchrun
+    sets 1), or outside Linux, the count stays as it is: see follow_free_cores."""
+    def __init__(self):
+        self.cpus = os.sched_getaffinity(0)
+        quota = number_in_file(CGROUP_CPU_MAX)  # "max 100000", or "QUOTA PERIOD" in microseconds
+        period = number_in_file(CGROUP_CPU_MAX, str(quota))
+        self.allowed = math.ceil(quota / period) if quota else len(self.cpus)
+        self.last = self.ticks()
+
+    def ticks(self):
+        """Clock ticks since boot: (these CPUs' busy ones, all of theirs, this process's own)."""
+        busy = total = 0
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *ticks = line.split()
+                if re.fullmatch(r"cpu\d+", name) and int(name[3:]) in self.cpus:
+                    ticks = [int(tick) for tick in ticks[:8]]  # user nice system idle iowait ...
+                    total += sum(ticks)
+                    busy += sum(ticks) - ticks[3] - ticks[4]
+        return busy, total, sum(os.times()[:2]) * os.sysconf("SC_CLK_TCK")
+
+    def follow(self):
+        now = self.ticks()
+        busy, total, own = [new - old for new, old in zip(now, self.last)]
+        self.last = now
+        others = len(self.cpus) * (busy - own) / max(total, 1)  # in cores
+        threads = max(1, min(THREADS_AT_START, self.allowed, round(len(self.cpus) - others)))
+        if threads != torch.get_num_threads():
+            print(f"CPU threads {torch.get_num_threads()} -> {threads}: {others:.1f} of "
+                  f"{len(self.cpus)} cores busy with other work ({self.allowed} allowed); "
+                  "OMP_NUM_THREADS=N fixes the count")
+            torch.set_num_threads(threads)
 
 
-def cpu_ticks(cpus):
-    """(busy, all) clock ticks that these CPUs have counted since boot (Linux's /proc/stat)."""
-    busy = total = 0
-    with open("/proc/stat") as f:
-        for line in f:
-            name, *ticks = line.split()
-            if re.fullmatch(r"cpu\d+", name) and int(name[3:]) in cpus:
-                ticks = [int(tick) for tick in ticks[:8]]  # user nice system idle iowait ...
-                total += sum(ticks)
-                busy += sum(ticks) - ticks[3] - ticks[4]
-    return busy, total
+def follow_free_cores(device):
+    """-> a FreeCores to follow, or None (a GPU, OMP_NUM_THREADS set, not Linux)."""
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        if os.path.exists("/proc/stat") and hasattr(os, "sched_getaffinity"):
+            return FreeCores()
+    return None
 
 
 # --- 12. Several GPUs or machines: torchrun ---------------------------------------------------
@@ -1353,6 +1365,7 @@ class ProgressLog:
         self.since_line = 0
         self.iterations = 0  # since this log started
         self.shown = {}  # in a notebook: name -> the handle of an output updated in place
+        self.free_cores = follow_free_cores(self.device)  # at each line, on a CPU (section 11)
         if self.device.type == "cuda":  # this run's own peak: a notebook may run several
             torch.cuda.reset_peak_memory_stats(self.device)
         # losses.csv's rows, the file rewritten whole with each new one. A resumed run logs
@@ -1400,6 +1413,8 @@ class ProgressLog:
         self.loss_sums = 0
         self.since_line = 0
         self.line_time = self.last_time
+        if self.free_cores is not None:
+            self.free_cores.follow()
         if not first_process():
             return
         ratio = self.check_cycle(training)
@@ -1962,8 +1977,6 @@ def train_from_flags(typed):
     stopped = True  # unless the run ends on its own
     try:
         with contextlib.redirect_stdout(output), StopOnCtrlC() as stop:
-            if device.type == "cpu":
-                use_free_cores()
             prepared = prepare_run(typed) if first_process() else None
             args, run_folder, checkpoint, introduction = from_first_process(prepared)
             # The data is read before anything is written: a bad dataset, or Ctrl-C or a kill

@@ -1064,43 +1064,49 @@ def test_auto_precision_on_a_cpu_with_bf16_is_timed_once_per_run(run_dir, capsys
     assert steps[9:] == ["fp32"]
 
 
-def test_a_cpu_run_trains_on_the_cores_that_are_free(monkeypatch, capsys):
-    """Of 4 cores, those busy with other work over the half second, and a container's quota,
-    lower the thread count; a core outside the affinity does not count; OMP_NUM_THREADS decides
-    where it is set (nothing is read)."""
+def test_a_cpu_run_follows_the_free_cores(monkeypatch, capsys):
+    """Of 4 cores, those that other work kept busy between two counts (a faked /proc/stat: this
+    process's own ticks and a CPU outside its affinity do not count), and a container's quota,
+    set the thread count; OMP_NUM_THREADS, or a GPU, leaves it alone."""
     monkeypatch.delenv("OMP_NUM_THREADS")
-    set_to = []
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
-    monkeypatch.setattr(torch, "set_num_threads", set_to.append)
+    threads = [4]
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads[0])
+    monkeypatch.setattr(torch, "set_num_threads", lambda count: threads.__setitem__(0, count))
+    monkeypatch.setattr(cyclegan, "THREADS_AT_START", 4)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    tick = os.sysconf("SC_CLK_TCK")
+    own = [0]  # this process's ticks
+    monkeypatch.setattr(os, "times", lambda: (own[0] / tick, 0.0, 0.0, 0.0, 0.0))
+    busy = [0] * 5  # each CPU's busy ticks so far, of 100 more at each count
+    counts = [0]
+    cpu_max = ["max 100000"]
 
-    def machine(busy_ticks, cpu_max):  # of 100 ticks per CPU over the half second
-        snapshots = iter(["cpu 0 0 0 0 0 0 0 0\n" + "".join(
-            f"cpu{n} {busy} 0 0 {ticks - busy} 0 0 0 0\n" for n, busy in enumerate(counts))
-            for ticks, counts in ((0, [0] * 5), (100, busy_ticks))])
-
-        def opener(path, *args, **kwargs):
-            if path == cyclegan.CGROUP_CPU_MAX and cpu_max is None:
-                raise FileNotFoundError(path)
-            return io.StringIO(cpu_max if path == cyclegan.CGROUP_CPU_MAX else next(snapshots))
-        monkeypatch.setattr(cyclegan, "open", opener, raising=False)
-    for busy, cpu_max, threads in (([0, 0, 0, 0, 100], None, []),
-                                   ([100, 100, 0, 10, 100], "max 100000", [2]),
-                                   ([0, 0, 0, 0, 0], "150000 100000", [2])):
-        machine(busy, cpu_max)
-        cyclegan.use_free_cores()
-        assert set_to == threads, (busy, cpu_max)
-        set_to.clear()
+    def opener(path, *args, **kwargs):
+        if path == cyclegan.CGROUP_CPU_MAX:
+            return io.StringIO(cpu_max[0])
+        return io.StringIO("cpu 1 2 3 4 5 6 7 8\n" + "".join(
+            f"cpu{n} {b} 0 0 {100 * counts[0] - b} 0 0 0 0\n" for n, b in enumerate(busy)))
+    monkeypatch.setattr(cyclegan, "open", opener, raising=False)
+    cores = cyclegan.follow_free_cores(torch.device("cpu"))
+    for busy_now, own_now, expected in (([100, 100, 0, 0, 100], 100, 3),  # 1 core's other work
+                                        ([0, 50, 0, 0, 100], 50, 4),  # all of it ours
+                                        ([100, 100, 100, 10, 0], 0, 1)):  # 3.1 busy
+        counts[0] += 1
+        busy = [b + now for b, now in zip(busy, busy_now)]
+        own[0] += own_now
+        cores.follow()
+        assert threads[0] == expected
+    cpu_max[0] = "150000 100000"  # 1.5 cores: 2 threads
+    counts[0] += 1
+    cyclegan.follow_free_cores(torch.device("cpu")).follow()
+    assert threads[0] == 2
     assert capsys.readouterr().out.splitlines() == [
-        "training with 2 of 4 CPU threads: 2.1 of 4 cores busy with other work (4 allowed); "
-        "OMP_NUM_THREADS=N sets the count",
-        "training with 2 of 4 CPU threads: 0.0 of 4 cores busy with other work (2 allowed); "
-        "OMP_NUM_THREADS=N sets the count"]
+        f"CPU threads {old} -> {new}: {others} of 4 cores busy with other work ({allowed} "
+        "allowed); OMP_NUM_THREADS=N fixes the count" for old, new, others, allowed in
+        ((4, 3, "1.0", 4), (3, 4, "0.0", 4), (4, 1, "3.1", 4), (1, 2, "0.0", 2))]
+    assert cyclegan.follow_free_cores(torch.device("cuda")) is None
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    monkeypatch.setattr(cyclegan, "open", lambda *args: pytest.fail("read"), raising=False)
-    cyclegan.use_free_cores()
-    assert set_to == []
+    assert cyclegan.follow_free_cores(torch.device("cpu")) is None
 
 
 def test_fp32_never_constructs_an_autocast(run_dir, capsys, monkeypatch):

@@ -6,6 +6,7 @@
     python .ci/benchmark.py --translate-12mp                     # one 4000x3000 photo
     python .ci/benchmark.py --translation-memory                 # bytes per pixel per filter
     python .ci/benchmark.py --saved-memory [--image-size 256]    # what backward keeps
+    python .ci/benchmark.py --busy --iters 200                   # beside other work
 
 CPU: for fp32 and auto it runs the real command line on a folder of generated images, reads the
 recent wall time per iteration from its last progress line and the process's peak RAM (resident
@@ -166,6 +167,33 @@ def batch_seconds(image_size, calls=200):
     return (time.perf_counter() - start) / calls
 
 
+def busy_machine(iters, folder):
+    """The demo (fp32, --max-iters ITERS) alone (3 times each, alternating), beside a busy loop
+    that holds one core (another job), and beside a second demo started with it; before step 21
+    (OMP_NUM_THREADS set to the core count: torch's default count, which cyclegan.py kept) and
+    after (unset: cyclegan.py follows the free cores). Prints each run's s/it from its last
+    progress line."""
+    command = [sys.executable, SCRIPT, "--data", "demo", "--precision", "fp32", "--max-iters",
+               str(iters), "--log-every", str(iters)]
+    after = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+    settings = {"before": {**after, "OMP_NUM_THREADS": str(os.cpu_count())}, "after": after}
+
+    def runs(label, count):
+        processes = [subprocess.Popen([*command, "--out", f"{label}_{time.time()}_{n}"],
+                                      cwd=folder, env=settings[label], stdout=subprocess.PIPE,
+                                      text=True) for n in range(count)]
+        outputs = [process.communicate()[0] for process in processes]
+        return ", ".join(re.findall(r"([\d.]+ s/it), ETA", output)[-1] for output in outputs)
+    for label in ["before", "after"] * 3:
+        print(f"{label}: alone {runs(label, 1)}", flush=True)
+    for label in settings:
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(1)
+        print(f"{label}: beside a busy loop {runs(label, 1)}", flush=True)
+        hog.kill()
+        print(f"{label}: two demos at once {runs(label, 2)}", flush=True)
+
+
 def run_command(command, folder, environment=None):
     """Runs a training command -> (its last progress line's s/it, its `done:` line, peak RAM)."""
     with tempfile.TemporaryFile("w+") as output:
@@ -293,6 +321,7 @@ def main():
     parser.add_argument("--translate-12mp", action="store_true")
     parser.add_argument("--translation-memory", action="store_true")
     parser.add_argument("--saved-memory", action="store_true")
+    parser.add_argument("--busy", action="store_true")
     options = parser.parse_args()
     if options.saved_memory:
         saved_memory(options.image_size)
@@ -303,6 +332,9 @@ def main():
             return
         if options.translation_memory:
             translation_memory(folder)
+            return
+        if options.busy:
+            busy_machine(options.iters, folder)
             return
         make_dataset(os.path.join(folder, "data"), n_x=20, n_y=20, n_test=4)
         if options.compare_processes:
