@@ -995,7 +995,8 @@ TRANSLATION_BYTES_PER_PIXEL_AT_LEAST = 600
 # --- 11. Hardware and precision ---------------------------------------------------------------
 # Mixed precision: the networks can run under autocast in bf16 or fp16 (convolutions in 16 bits;
 # weights, optimiser and losses stay fp32): 1.5x-1.8x faster than fp32 on most of our 2-core CPUs
-# with bf16 instructions, 1.1x-1.5x slower on one Intel Xeon (.ci/benchmark.py's docstring).
+# with bf16 instructions, 1.1x-1.5x slower on one Intel Xeon (.ci/benchmark.py's docstring): so
+# there auto times both (run_precision).
 # fp16's narrow range needs its gradients scaled up before backward and checked for overflow
 # (the GradScaler); bf16 has fp32's range.
 
@@ -1649,7 +1650,8 @@ RUNNING_SETTINGS = {
     "log_every": (100, "print progress and a losses.csv row every N iterations"),
     "checkpoint_every": (1000, "save the checkpoint every N iterations (and when the run ends)"),
     "device": ("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"),
-    "precision": ("auto", "auto: bf16 where the hardware has it, fp16 on older CUDA GPUs, or fp32"),
+    "precision": ("auto", "auto: bf16 from Ampere GPUs, fp16 on older ones; on a CPU with bf16, "
+                          "the faster of bf16 and fp32 (timed); else fp32"),
 }
 
 
