@@ -528,6 +528,8 @@ def train(args, dataset, run_folder, checkpoint, introduction, stop, device):
     (rows x, G(x), F(G(x)), y, F(y), G(F(y)) of fixed test images) and a checkpoint (sections 12,
     13 and 16 are its machinery)."""
     training = Training(args, run_precision(args, device, checkpoint), device)
+    if args.compile:
+        compile_networks(training.model)  # section 11
     seed_this_process(args.seed)  # under torchrun, each process's own history pool draws
     data, test_X, test_Y = dataset
     iterations_per_epoch = epoch_iterations(data, args, process_count())
@@ -999,6 +1001,9 @@ TRANSLATION_BYTES_PER_PIXEL_AT_LEAST = 600
 # there auto times both (run_precision).
 # fp16's narrow range needs its gradients scaled up before backward and checked for overflow
 # (the GradScaler); bf16 has fp32's range.
+# On a GPU a batch-1 step is many small kernels, each launched by Python: on one H200 a step took
+# about as long at 128px as at 256px, in every precision (.ci/benchmark.py's docstring), so the
+# time went to launching, not to arithmetic. --compile fuses kernels (compile_networks).
 
 def automatic_precision(device):
     """bf16 on CUDA GPUs of capability 8.0 on (Ampere) and on CPUs with bf16 instructions (listed
@@ -1013,6 +1018,20 @@ def automatic_precision(device):
     except OSError:  # not Linux: assumed to have none
         flags = set()
     return "bf16" if device.type == "cpu" and {"avx512_bf16", "amx_bf16"} & flags else "fp32"
+
+
+def compile_networks(model):
+    """--compile: torch.compile traces each network's forward (and, through AOTAutograd, its
+    backward) and generates fused kernels for it (TorchInductor: Triton on a GPU, C++ on a CPU),
+    in place, so that the checkpoint keeps the plain parameter names. Fused kernels round
+    differently: on our CPU with the tests' tiny networks in fp32, the first step's losses were
+    eager's within 1.7e-5, three steps' within 1.3e-3 (test_compiled_networks_...); at 128px in
+    bf16 its steps were 5% faster, after a first one of 102 s (.ci/benchmark.py's docstring). Its
+    speed on a GPU is not yet measured (.ci/benchmark.py --device cuda compares)."""
+    print("compiling the networks (torch.compile): the first iteration, check and sample grid "
+          "take longer, once")
+    for network in model.children():
+        network.compile()
 
 
 def run_precision(args, device, checkpoint):
@@ -1652,6 +1671,8 @@ RUNNING_SETTINGS = {
     "device": ("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"),
     "precision": ("auto", "auto: bf16 from Ampere GPUs, fp16 on older ones; on a CPU with bf16, "
                           "the faster of bf16 and fp32 (timed); else fp32"),
+    "compile": (False, "fuse the networks' kernels with torch.compile; the first iteration and "
+                       "sample grid take longer (default: not)"),
 }
 
 
@@ -1907,6 +1928,9 @@ def build_arg_parser():
                             allow_abbrev=False,
                             description="Train CycleGAN (Zhu et al. 2017) or translate images.")
     for key, (default, meaning) in {**DEFAULT_SETTINGS, **RUNNING_SETTINGS}.items():
+        if default is False:  # --compile and --no-compile (a resume may change it)
+            parser.add_argument(flag(key), action=argparse.BooleanOptionalAction, help=meaning)
+            continue
         kind = int if default is None else type(default)  # None: a number given or derived
         choices = ("auto", "fp32", "bf16", "fp16") if key == "precision" else None
         shown_default = "" if default is None else f" (default {default})"

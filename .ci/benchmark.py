@@ -16,8 +16,9 @@ nothing else) in the same configuration, and prints the loop's overhead as the r
 GPU (--device cuda): the same, with torch.cuda.synchronize() around each timed bare step, in
 auto, bf16 (where the GPU has it: capability 8.0 on), fp16 and fp32, at 128px with 6 blocks and at
 256px with 9 blocks (the official code's size), with each run's peak GPU memory from its `done:`
-line; on a machine with 2 GPUs, also a 2-process torchrun run. On one H200 the whole command
-(--iters 30) took under 4 minutes.
+line, and each also with --compile (its loop against eager's, and its first iteration); on a
+machine with 2 GPUs, also a 2-process torchrun run. On one H200 the whole command (--iters 30,
+before --compile was added) took under 4 minutes.
 
 --translate-12mp: one 4000x3000 JPEG translated with a paper-sized generator file (64 filters, 9
 blocks, random weights; the authors' files learned at 256px) three ways: the default (translated
@@ -194,8 +195,9 @@ def busy_machine(iters, folder):
         print(f"{label}: two demos at once {runs(label, 2)}", flush=True)
 
 
-def run_command(command, folder, environment=None):
-    """Runs a training command -> (its last progress line's s/it, its `done:` line, peak RAM)."""
+def run_command(command, folder, environment=None, first=False):
+    """Runs a training command -> (its last progress line's s/it, its `done:` line, peak RAM;
+    first: the first iteration's seconds instead)."""
     with tempfile.TemporaryFile("w+") as output:
         process = subprocess.Popen(command, cwd=folder, stdout=output, text=True,
                                    env=environment)
@@ -206,23 +208,35 @@ def run_command(command, folder, environment=None):
     done = next(line for line in lines if line.startswith("done:"))
     progress = [line for line in lines if " s/it, ETA " in line]
     seconds = float(re.search(r"([\d.]+) s/it, ETA", progress[-1]).group(1))
+    if first:
+        line = next(line for line in lines if "s for this iteration" in line)
+        return seconds, done, float(re.search(r"([\d.]+) s for this iteration", line).group(1))
     return seconds, done, usage.ru_maxrss / 1e6  # Linux counts it in KB
 
 
-def benchmark(device_name, precisions, sizes, iters, folder):
+def benchmark(device_name, precisions, sizes, iters, folder, compiled=False):
+    """The loop's s/it is that of the run's second half (the first half's progress line and its
+    check come before it). compiled: each precision also with --compile, and its first iteration
+    (which includes compiling the networks; the check at the first line compiles them once more,
+    for no_grad, inside the first half)."""
     device = torch.device(device_name)
     for image_size, n_blocks in sizes:
         for flag in precisions:
             name = cyclegan.Precision(flag, device).name
             command = [sys.executable, SCRIPT, "--data", "data", "--image-size", str(image_size),
                        "--n-blocks", str(n_blocks), "--max-iters", str(iters), "--log-every",
-                       str(iters), "--precision", flag, "--out", f"run_{image_size}_{flag}",
+                       str(iters // 2), "--precision", flag, "--out", f"run_{image_size}_{flag}",
                        "--device", device_name]
             loop, done, ram = run_command(command, folder)
             bare = bare_step_seconds(name, device, image_size, n_blocks, iters)
             print(f"{image_size}px, {n_blocks} blocks, --precision {flag} ({name}): loop "
                   f"{loop:.4f} s/it, bare step {bare:.4f} s/it, overhead {loop / bare:.3f}x; "
                   f"peak RAM {ram:.2f} GB\n    {done}", flush=True)
+            if compiled:
+                command[command.index("--out") + 1] += "_compiled"
+                fast, done, first = run_command([*command, "--compile"], folder, first=True)
+                print(f"    --compile: loop {fast:.4f} s/it ({loop / fast:.2f}x eager's), first "
+                      f"iteration {first:.1f} s\n    {done}", flush=True)
         print(f"{image_size}px: making a batch (planned_batch, summer2winter-sized cache) "
               f"{batch_seconds(image_size) * 1e3:.3f} ms per iteration", flush=True)
 
@@ -345,7 +359,8 @@ def main():
             precisions = ["auto", "fp16", "fp32"]
             if torch.cuda.get_device_capability()[0] >= 8:
                 precisions.insert(1, "bf16")
-            benchmark("cuda", precisions, [(128, 6), (256, 9)], options.iters, folder)
+            benchmark("cuda", precisions, [(128, 6), (256, 9)], options.iters, folder,
+                      compiled=True)
             if torch.cuda.device_count() >= 2:
                 command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc_per_node=2", SCRIPT, "--data", "data", "--max-iters",

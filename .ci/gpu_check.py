@@ -8,13 +8,15 @@ on a machine with a CUDA GPU (about 5 minutes on one), and keep what it prints.
 
 What it runs, each as `python cyclegan.py ...` in a folder of its own, printing the lines that
 matter and whether each check held:
-1. the demo (`--data demo`) in auto, fp16 and fp32: its `device ..., precision ...` line, its
+1. the demo (`--data demo`) in auto, fp16, fp32 and auto with --compile (torch.compile, which the
+   suite checks on the CPU only): its `device ..., precision ...` line, its
    `done:` line (time, peak GPU memory) and its demo check, which must be below 0.9 x the median
    image's error in both directions (the bar of the test suite);
 2. a Ctrl-C: a demo run sent SIGINT after iteration 50, which must exit with 130 and print a
    resume command, and that command run as printed, which must end the run (`done:`);
 3. a translation with the resumed run's model, of its held-out scenes;
-4. `python .ci/benchmark.py --device cuda` (eager timings, each precision, 128px and 256px).
+4. `python .ci/benchmark.py --device cuda` (each precision, 128px and 256px, eager and
+   --compile).
 """
 import argparse
 import os
@@ -42,7 +44,7 @@ def show(title, printed, held):
     print(f"== {title}: {'held' if held else 'FAILED'}", flush=True)
     for line in printed.splitlines():
         if line.startswith(("device ", "done:", "stopped:", "demo check", "interrupted", "error",
-                            "warning", "resumed", "Traceback")) or " -> " in line:
+                            "warning", "resumed", "Traceback", "compiling")) or " -> " in line:
             print("   " + line, flush=True)
 
 
@@ -62,11 +64,12 @@ def main():
     device = ["--device", options.device]
     failed = 0
     with tempfile.TemporaryDirectory() as folder:
-        for precision in ("auto", "fp16", "fp32"):
-            status, printed = run(["--data", "demo", *device, "--precision", precision,
-                                   "--out", f"demo_{precision}"], folder)
+        for precision, extra in (("auto", []), ("fp16", []), ("fp32", []),
+                                 ("auto", ["--compile"])):
+            status, printed = run(["--data", "demo", *device, "--precision", precision, *extra,
+                                   "--out", f"demo_{precision}{len(extra)}"], folder)
             held = status == 0 and demo_check_holds(printed)
-            show(f"the demo in {precision}", printed, held)
+            show(f"the demo in {precision} {' '.join(extra)}", printed, held)
             failed += not held
         process = subprocess.Popen([sys.executable, SCRIPT, "--data", "demo", *device,
                                     "--log-every", "1", "--out", "stopped"], cwd=folder,
