@@ -524,9 +524,9 @@ class Training:
 
 def train(args, dataset, run_folder, checkpoint, introduction, stop, device):
     """Trains a new run in `run_folder` on `dataset` (load_dataset's), or continues the one in
-    `checkpoint`; returns the Training (the model, its precision ...). Every so many iterations: a progress line, a sample grid
-    (rows x, G(x), F(G(x)), y, F(y), G(F(y)) of fixed test images) and a checkpoint (sections 12,
-    13 and 16 are its machinery)."""
+    `checkpoint`; returns the Training (the model, its precision ...). Every so many iterations:
+    a progress line, a sample grid (rows x, G(x), F(G(x)), y, F(y), G(F(y)) of fixed test
+    images) and a checkpoint (sections 12, 13 and 16 are its machinery)."""
     training = Training(args, run_precision(args, device, checkpoint), device)
     if args.compile:
         compile_networks(training.model)  # section 11
@@ -796,7 +796,8 @@ def load_folder(folder, load_size, limit=None, crop_size=0):
             images[index] = load_image(path, load_size)
             with Image.open(path) as image:  # its header: the size before scaling
                 if min(image.size) < crop_size:
-                    too_small.append(f"{os.path.relpath(path, folder)} {image.width}x{image.height}")
+                    name = os.path.relpath(path, folder)
+                    too_small.append(f"{name} {image.width}x{image.height}")
         except CycleGANError as error:
             unreadable.append((path, error))
     if too_small:

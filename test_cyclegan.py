@@ -1739,7 +1739,7 @@ def test_new_runs_take_free_folders_and_resume_takes_the_newest(run_dir, capsys,
     write_image("photo.jpg")
     printed = run_main(["--data", "data", "--translate", "photo.jpg"], capsys).out
     assert "translating with runs/data/checkpoint.pt at" in printed
-    with cyclegan.lock_run_folder("runs/new", "data"):  # as the first run holds it (flock: per open)
+    with cyclegan.lock_run_folder("runs/new", "data"):  # as a first run holds it (flock: per open)
         error = fails_with([*TINY, "--out", "runs/new"], capsys)
         assert error == ("error: runs/new is in use by another process that trains in it; wait "
                          "for it to end (or stop it), then resume\n")
