@@ -1116,7 +1116,8 @@ class FreeCores:
 
     def ticks(self):
         """Clock ticks since boot: (these CPUs' busy ones, all of theirs, this process's own)."""
-        busy = total = 0
+        busy = 0
+        total = 0
         with open("/proc/stat") as f:
             for line in f:
                 name, *ticks = line.split()
