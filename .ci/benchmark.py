@@ -171,13 +171,16 @@ def batch_seconds(image_size, calls=200):
 def busy_machine(iters, folder):
     """The demo (fp32, --max-iters ITERS) alone (3 times each, alternating), beside a busy loop
     that holds one core (another job), and beside a second demo started with it; before step 21
-    (OMP_NUM_THREADS set to the core count: torch's default count, which cyclegan.py kept) and
-    after (unset: cyclegan.py follows the free cores). Prints each run's s/it from its last
-    progress line."""
+    (OMP_NUM_THREADS set to the core count: torch's default count, which cyclegan.py kept), with
+    OpenMP's passive wait policy (a candidate: waiting threads sleep instead of spinning; set
+    before torch starts, so here in the environment), and after (OMP_NUM_THREADS unset:
+    cyclegan.py follows the free cores). Prints each run's s/it from its last progress line."""
     command = [sys.executable, SCRIPT, "--data", "demo", "--precision", "fp32", "--max-iters",
                str(iters), "--log-every", str(iters)]
     after = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
-    settings = {"before": {**after, "OMP_NUM_THREADS": str(os.cpu_count())}, "after": after}
+    before = {**after, "OMP_NUM_THREADS": str(os.cpu_count())}
+    settings = {"before": before, "passive": {**before, "OMP_WAIT_POLICY": "PASSIVE"},
+                "after": after}
 
     def runs(label, count):
         processes = [subprocess.Popen([*command, "--out", f"{label}_{time.time()}_{n}"],
@@ -185,7 +188,7 @@ def busy_machine(iters, folder):
                                       text=True) for n in range(count)]
         outputs = [process.communicate()[0] for process in processes]
         return ", ".join(re.findall(r"([\d.]+ s/it), ETA", output)[-1] for output in outputs)
-    for label in ["before", "after"] * 3:
+    for label in list(settings) * 3:
         print(f"{label}: alone {runs(label, 1)}", flush=True)
     for label in settings:
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
