@@ -1132,7 +1132,11 @@ class FreeCores:
         busy, total, own = [new - old for new, old in zip(now, self.last)]
         self.last = now
         others = len(self.cpus) * (busy - own) / max(total, 1)  # in cores
-        threads = max(1, min(THREADS_AT_START, self.allowed, round(len(self.cpus) - others)))
+        # A core counts as taken once 3/4 of it is busy: on an idle machine torch.compile's
+        # worker processes (not counted as ours) kept 0.6-0.7 busy (.ci/gpu_check.py --device
+        # cpu); a busy loop keeps 1.0, a second demo 1 to 2.
+        taken = int(others + 0.25)
+        threads = max(1, min(THREADS_AT_START, self.allowed, len(self.cpus) - taken))
         if threads != torch.get_num_threads():
             print(f"CPU threads {torch.get_num_threads()} -> {threads}: {others:.1f} of "
                   f"{len(self.cpus)} cores busy with other work ({self.allowed} allowed); "

@@ -1091,6 +1091,7 @@ def test_a_cpu_run_follows_the_free_cores(monkeypatch, capsys):
     cores = cyclegan.follow_free_cores(torch.device("cpu"))
     for busy_now, own_now, expected in (([100, 100, 0, 0, 100], 100, 3),  # 1 core's other work
                                         ([0, 50, 0, 0, 100], 50, 4),  # all of it ours
+                                        ([70, 0, 0, 0, 0], 0, 4),  # under 3/4 of a core
                                         ([100, 100, 100, 10, 0], 0, 1)):  # 3.1 busy
         counts[0] += 1
         busy = [b + now for b, now in zip(busy, busy_now)]
