@@ -77,9 +77,9 @@ per iteration, which is what the progress lines give now; these shared machines 
   `/usr/bin/time -v python cyclegan.py --data s2w --max-iters 8` on a folder made with
   `make_dataset('s2w', n_x=1231, n_y=962, n_test=4)` from test_cyclegan.py.
 - --busy --iters 200 on an AMD EPYC with AVX512-BF16 (2026-12-07), s/it: the count fixed at 2
-  alone 0.045 / 0.053 / 0.038, beside a busy loop 0.120, two at once 0.301 and 0.302; passive
-  wait 0.112 / 0.110 / 0.113, 0.123, 0.115 and 0.115; following the free cores 0.046 / 0.037 /
-  0.037, 0.049, 0.050 and 0.049.
+  alone 0.042 / 0.047 / 0.036, beside a busy loop 0.184, two at once 0.203 and 0.198; passive
+  wait 0.116 / 0.114 / 0.108, 0.125, 0.118 and 0.115; following the free cores 0.041 / 0.050 /
+  0.048, 0.054, 0.051 and 0.050.
 - --compare-processes at 128px, 12 iterations, on an AVX512-BF16 machine (bf16), with the
   gradients averaged in GradScaler.step (step 18): 1 process of 2 threads at batch 2 ran
   2.344 s/it (0.85 images/s), 2 torchrun processes of 1 thread at batch 1 2.533 s/it
