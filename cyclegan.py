@@ -522,12 +522,12 @@ class Training:
         self.iteration = 0  # iterations done
 
 
-def train(args, dataset, run_folder, checkpoint, introduction, stop, device):
-    """Trains a new run in `run_folder` on `dataset` (load_dataset's), or continues the one in
-    `checkpoint`; returns the Training (the model, its precision ...). Every so many iterations:
-    a progress line, a sample grid (rows x, G(x), F(G(x)), y, F(y), G(F(y)) of fixed test
-    images) and a checkpoint (sections 12, 13 and 16 are its machinery)."""
-    training = Training(args, run_precision(args, device, checkpoint), device)
+def train(args, dataset, precision, run_folder, checkpoint, introduction, stop, device):
+    """Trains a new run in `run_folder` on `dataset` (load_dataset's) in `precision` (section
+    11), or continues the one in `checkpoint`; returns the Training (the model ...). Every so many
+    iterations: a progress line, a sample grid (rows x, G(x), F(G(x)), y, F(y), G(F(y)) of fixed
+    test images) and a checkpoint (sections 12, 13 and 16 are its machinery)."""
+    training = Training(args, precision, device)
     if args.compile:
         compile_networks(training.model)  # section 11
     seed_this_process(args.seed)  # under torchrun, each process's own history pool draws
@@ -1803,7 +1803,8 @@ def prepare_run(typed):
         old, new = [f"{run['epochs']} + {run['decay_epochs']}" for run in (saved, in_force)]
         if old != new:
             source += f"; schedule changed from {old} to {new} epochs (constant + decaying)"
-    else:
+    else:  # a new run: train_from_flags names its folder in `source`, once it is claimed
+        source = ""
         if run_folder and os.path.exists(os.path.join(run_folder, "checkpoint.pt")):
             raise CycleGANError(f"{run_folder}/checkpoint.pt already exists: add --resume to "
                                 "continue that run, or leave out --out for a new folder")
@@ -1812,8 +1813,6 @@ def prepare_run(typed):
             in_force["load_size"] = round(in_force["image_size"] * 143 / 128)
     args = argparse.Namespace(**{key: in_force[key] for key in defaults})
     check_settings(args)
-    if checkpoint is None:  # a new run: train_from_flags names its folder, once it is claimed
-        source = ""
     typed_flags = " ".join(flag(key) for key in typed)
     listed = ", ".join(f"{flag(key)[2:]} {value}" for key, value in vars(args).items())
     introduction = f"{source}; typed: {typed_flags or 'nothing'}\n  {listed}\n"
@@ -2011,9 +2010,10 @@ def train_from_flags(typed):
         with contextlib.redirect_stdout(output), StopOnCtrlC() as stop:
             prepared = prepare_run(typed) if first_process() else None
             args, run_folder, checkpoint, introduction = from_first_process(prepared)
-            # The data is read before anything is written: a bad dataset, or Ctrl-C or a kill
-            # while it decodes, leaves no run folder behind.
+            # The data is read, and auto precision timed, before anything is written: a bad
+            # dataset, or Ctrl-C or a kill while they take their time, leaves no run folder.
             dataset = load_dataset(args)
+            precision = run_precision(args, device, checkpoint)
             locked = lock_run_folder(run_folder, args.data) if first_process() else None
             with locked or contextlib.nullcontext() as claimed:
                 run_folder = from_first_process(claimed)
@@ -2021,8 +2021,8 @@ def train_from_flags(typed):
                     kind = "the demo's" if args.data == "demo" else "the default"
                     introduction = f"new run in {run_folder} with {kind} settings{introduction}"
                 try:
-                    training = train(args, dataset, run_folder, checkpoint, introduction, stop,
-                                     device)
+                    training = train(args, dataset, precision, run_folder, checkpoint,
+                                     introduction, stop, device)
                 except (WriteFailed, torch.OutOfMemoryError) as error:
                     raise CycleGANError(training_fault(error, args, device, run_folder)) from None
             stopped = stop.stopping
